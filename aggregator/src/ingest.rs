@@ -1,0 +1,204 @@
+//! `ClickIngest.Push`: collectors stream batches in, and get an acknowledgement for each batch
+//! once it is durable. One writer task owns all writes and commits batches in groups.
+
+use crate::config::AggregatorConfig;
+use crate::error::AggregatorError;
+use crate::store::{ApplyLimits, CounterStore};
+use clicktally_proto::v1::click_ingest_server::ClickIngest;
+use clicktally_proto::v1::{EventBatch, PushAck};
+use std::pin::Pin;
+use std::sync::Arc;
+use tokio::sync::mpsc;
+use tokio_stream::wrappers::UnboundedReceiverStream;
+use tokio_stream::{Stream, StreamExt};
+use tokio_util::sync::CancellationToken;
+use tonic::{Request, Response, Status, Streaming};
+use tracing::{debug, error, info, warn};
+
+/// One pushed batch waiting for the writer, with where its acknowledgement goes.
+pub struct ApplyCommand {
+    /// The batch as received.
+    pub batch: EventBatch,
+    /// The pushing stream's acknowledgement channel.
+    pub reply: mpsc::UnboundedSender<Result<PushAck, Status>>,
+}
+
+/// The gRPC face of ingestion: validates batches and hands them to the writer.
+#[derive(Clone)]
+pub struct IngestService {
+    /// Queue into the writer task.
+    commands: mpsc::Sender<ApplyCommand>,
+    /// Most events in one batch.
+    max_batch_events: usize,
+    /// Ends every push stream on shutdown.
+    shutdown: CancellationToken,
+}
+
+impl IngestService {
+    /// A service feeding `commands`.
+    pub fn new(
+        commands: mpsc::Sender<ApplyCommand>,
+        max_batch_events: usize,
+        shutdown: CancellationToken,
+    ) -> Self {
+        Self {
+            commands,
+            max_batch_events,
+            shutdown,
+        }
+    }
+}
+
+fn check_batch(batch: &EventBatch, max_events: usize) -> Result<(), Status> {
+    if batch.collector_id.is_empty() {
+        return Err(Status::invalid_argument("batch has no collector_id"));
+    }
+    if batch.first_sequence == 0 {
+        return Err(Status::invalid_argument("batch first_sequence must be at least 1"));
+    }
+    if batch.events.is_empty() {
+        return Err(Status::invalid_argument("batch has no events"));
+    }
+    if batch.events.len() > max_events {
+        return Err(Status::invalid_argument(format!(
+            "batch of {} events exceeds the {}-event limit",
+            batch.events.len(),
+            max_events
+        )));
+    }
+    Ok(())
+}
+
+type AckStream = Pin<Box<dyn Stream<Item = Result<PushAck, Status>> + Send>>;
+
+#[tonic::async_trait]
+impl ClickIngest for IngestService {
+    type PushStream = AckStream;
+
+    async fn push(
+        &self,
+        request: Request<Streaming<EventBatch>>,
+    ) -> Result<Response<Self::PushStream>, Status> {
+        let peer = request.remote_addr();
+        let mut inbound = request.into_inner();
+        let (reply, acks) = mpsc::unbounded_channel();
+        let this = self.clone();
+        tokio::spawn(async move {
+            loop {
+                let next = tokio::select! {
+                    _ = this.shutdown.cancelled() => {
+                        let _ = reply.send(Err(Status::unavailable("the aggregator is shutting down")));
+                        break;
+                    }
+                    next = inbound.next() => next,
+                };
+                let batch = match next {
+                    None => break,
+                    Some(Ok(batch)) => batch,
+                    Some(Err(status)) => {
+                        debug!(?peer, %status, "push stream ended with an error");
+                        break;
+                    }
+                };
+                if let Err(status) = check_batch(&batch, this.max_batch_events) {
+                    warn!(?peer, %status, "rejected a pushed batch");
+                    let _ = reply.send(Err(status));
+                    break;
+                }
+                let cmd = ApplyCommand {
+                    batch,
+                    reply: reply.clone(),
+                };
+                if this.commands.send(cmd).await.is_err() {
+                    let _ = reply.send(Err(Status::unavailable("the aggregator is shutting down")));
+                    break;
+                }
+            }
+        });
+        Ok(Response::new(Box::pin(UnboundedReceiverStream::new(acks))))
+    }
+}
+
+/// Receives notice of every committed group: the (hour, key) pairs whose counts changed.
+pub type CommitListener = Box<dyn Fn(&[(u32, crate::codec::CounterKey)]) + Send + Sync>;
+
+/// The writer: takes batches off the queue, commits them in groups, acknowledges, and deletes
+/// expired buckets between groups. Returns when shut down (after draining the queue) or when
+/// the store cannot be written.
+///
+/// # Errors
+/// When sled cannot write or flush: acknowledging after that would promise what is not on disk.
+pub async fn run_writer(
+    store: Arc<CounterStore>,
+    config: AggregatorConfig,
+    mut commands: mpsc::Receiver<ApplyCommand>,
+    shutdown: CancellationToken,
+    on_commit: Option<CommitListener>,
+) -> Result<(), AggregatorError> {
+    let limits = ApplyLimits {
+        max_url_bytes: config.max_url_bytes,
+        retention_hours: config.retention_hours(),
+    };
+    let mut retention = tokio::time::interval(config.retention_interval);
+    retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        let first = tokio::select! {
+            biased;
+            cmd = commands.recv() => match cmd {
+                Some(cmd) => cmd,
+                None => break,
+            },
+            _ = retention.tick() => {
+                expire(&store, &config, &limits)?;
+                continue;
+            }
+            _ = shutdown.cancelled() => {
+                commands.close();
+                continue;
+            }
+        };
+        let mut group = vec![first];
+        let mut events = group[0].batch.events.len();
+        while events < config.group_commit_events {
+            match commands.try_recv() {
+                Ok(cmd) => {
+                    events += cmd.batch.events.len();
+                    group.push(cmd);
+                }
+                Err(_) => break,
+            }
+        }
+        let batches: Vec<EventBatch> = group.iter().map(|c| c.batch.clone()).collect();
+        let staged = store.stage(&batches, config.clock.now_ms(), &limits);
+        if let Err(e) = store.commit(staged.batch).await {
+            error!(cause = %e, "cannot write counters; stopping without acknowledging");
+            for cmd in &group {
+                let _ = cmd.reply.send(Err(Status::unavailable("the aggregator cannot write its data directory")));
+            }
+            return Err(e.into());
+        }
+        if let Some(listener) = &on_commit {
+            listener(&staged.touched);
+        }
+        for (cmd, ack) in group.into_iter().zip(staged.acks) {
+            let _ = cmd.reply.send(Ok(ack));
+        }
+    }
+    info!("writer drained and stopped");
+    Ok(())
+}
+
+fn expire(
+    store: &CounterStore,
+    config: &AggregatorConfig,
+    limits: &ApplyLimits,
+) -> Result<(), AggregatorError> {
+    let cutoff = crate::clock::hour_of(config.clock.now_ms()) - limits.retention_hours;
+    if cutoff > 0 {
+        let removed = store.expire_before(cutoff.min(u32::MAX as i64) as u32)?;
+        if removed > 0 {
+            info!(removed, cutoff_hour = cutoff, "deleted expired counters");
+        }
+    }
+    Ok(())
+}
