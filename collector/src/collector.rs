@@ -288,3 +288,33 @@ pub fn describe_inputs(inputs: &[InputSpec]) -> String {
         .collect::<Vec<_>>()
         .join(", ")
 }
+
+/// The newest click time in the inputs (for replaying sample files as if they happened now).
+///
+/// # Errors
+/// When an input is missing or unreadable.
+pub fn newest_click_ms(inputs: &[InputSpec], max_record_bytes: u64) -> Result<Option<i64>, CollectorError> {
+    let limits = FieldLimits {
+        max_url_bytes: usize::MAX,
+        now_ms: now_ms(),
+    };
+    let mut newest = None;
+    for spec in inputs {
+        for path in spec.files().map_err(CollectorError::Input)? {
+            let read_err = |source| CollectorError::Read {
+                path: path.clone(),
+                source,
+            };
+            let mut reader = ChunkReader::open(&path, 0, 0, max_record_bytes).map_err(read_err)?;
+            loop {
+                let p = parse_group(&mut reader, spec.kind, "", 10_000, max_record_bytes, &limits)
+                    .map_err(read_err)?;
+                newest = p.events.iter().map(|e| e.time_unix_ms).chain(newest).max();
+                if p.done {
+                    break;
+                }
+            }
+        }
+    }
+    Ok(newest)
+}

@@ -192,6 +192,7 @@ impl ChunkReader {
             let mut bytes = Vec::new();
             let mut len = 0u64;
             let mut oversize = false;
+            let mut newline = false;
             loop {
                 let buf = self.reader.fill_buf()?;
                 if buf.is_empty() {
@@ -210,6 +211,7 @@ impl ChunkReader {
                 }
                 self.reader.consume(take);
                 if found {
+                    newline = true;
                     break;
                 }
             }
@@ -222,7 +224,11 @@ impl ChunkReader {
             while matches!(bytes.last(), Some(b'\n' | b'\r')) {
                 bytes.pop();
             }
-            let content_len = if oversize { len } else { bytes.len() as u64 };
+            let content_len = if oversize {
+                len - u64::from(newline)
+            } else {
+                bytes.len() as u64
+            };
             if !oversize && bytes.trim_ascii().is_empty() {
                 continue;
             }
