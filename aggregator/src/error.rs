@@ -29,9 +29,9 @@ impl From<AggregatorError> for tonic::Status {
         match &e {
             AggregatorError::Query(_) => tonic::Status::invalid_argument(e.to_string()),
             AggregatorError::ShuttingDown => tonic::Status::unavailable(e.to_string()),
-            AggregatorError::Store(_) | AggregatorError::Transport(_) | AggregatorError::Reflection(_) => {
-                tonic::Status::internal(e.to_string())
-            }
+            AggregatorError::Store(_)
+            | AggregatorError::Transport(_)
+            | AggregatorError::Reflection(_) => tonic::Status::internal(e.to_string()),
         }
     }
 }

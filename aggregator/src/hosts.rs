@@ -6,7 +6,10 @@ pub fn host_of(url: &str) -> Option<String> {
         .ok()
         .filter(|u| u.host_str().is_some())
         .or_else(|| url::Url::parse(&format!("http://{url}")).ok())?;
-    let host = parsed.host_str()?.trim_end_matches('.').to_ascii_lowercase();
+    let host = parsed
+        .host_str()?
+        .trim_end_matches('.')
+        .to_ascii_lowercase();
     (!host.is_empty()).then_some(host)
 }
 
@@ -46,24 +49,45 @@ mod tests {
             Some("login.example.com")
         );
         assert_eq!(host_of("example.org/path").as_deref(), Some("example.org"));
-        assert_eq!(host_of("http://10.1.2.3:8080/x").as_deref(), Some("10.1.2.3"));
+        assert_eq!(
+            host_of("http://10.1.2.3:8080/x").as_deref(),
+            Some("10.1.2.3")
+        );
         assert_eq!(host_of(""), None);
     }
 
     #[test]
     fn rules_match_the_host_and_its_subdomains_only() {
-        assert!(host_matches("jenkins.enterprise.com", "jenkins.enterprise.com"));
-        assert!(host_matches("a.jenkins.enterprise.com", "jenkins.enterprise.com"));
-        assert!(!host_matches("xjenkins.enterprise.com", "jenkins.enterprise.com"));
+        assert!(host_matches(
+            "jenkins.enterprise.com",
+            "jenkins.enterprise.com"
+        ));
+        assert!(host_matches(
+            "a.jenkins.enterprise.com",
+            "jenkins.enterprise.com"
+        ));
+        assert!(!host_matches(
+            "xjenkins.enterprise.com",
+            "jenkins.enterprise.com"
+        ));
         assert!(!host_matches("enterprise.com", "jenkins.enterprise.com"));
-        assert_eq!(normalise_rule("*.Nexus.Internal.com."), "nexus.internal.com");
-        assert_eq!(normalise_rule("https://ci.pipeline.enterprise.com/x"), "ci.pipeline.enterprise.com");
+        assert_eq!(
+            normalise_rule("*.Nexus.Internal.com."),
+            "nexus.internal.com"
+        );
+        assert_eq!(
+            normalise_rule("https://ci.pipeline.enterprise.com/x"),
+            "ci.pipeline.enterprise.com"
+        );
     }
 
     #[test]
     fn registrable_domains_follow_the_public_suffix_list() {
         assert_eq!(domain_of("a.b.example.co.uk"), "example.co.uk");
-        assert_eq!(domain_of("login.microsoftonline.com"), "microsoftonline.com");
+        assert_eq!(
+            domain_of("login.microsoftonline.com"),
+            "microsoftonline.com"
+        );
         assert_eq!(domain_of("10.1.2.3"), "10.1.2.3");
     }
 }

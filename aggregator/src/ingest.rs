@@ -54,7 +54,9 @@ fn check_batch(batch: &EventBatch, max_events: usize) -> Result<(), Status> {
         return Err(Status::invalid_argument("batch has no collector_id"));
     }
     if batch.first_sequence == 0 {
-        return Err(Status::invalid_argument("batch first_sequence must be at least 1"));
+        return Err(Status::invalid_argument(
+            "batch first_sequence must be at least 1",
+        ));
     }
     if batch.events.is_empty() {
         return Err(Status::invalid_argument("batch has no events"));
@@ -173,7 +175,9 @@ pub async fn run_writer(
         if let Err(e) = store.commit(staged.batch).await {
             error!(cause = %e, "cannot write counters; stopping without acknowledging");
             for cmd in &group {
-                let _ = cmd.reply.send(Err(Status::unavailable("the aggregator cannot write its data directory")));
+                let _ = cmd.reply.send(Err(Status::unavailable(
+                    "the aggregator cannot write its data directory",
+                )));
             }
             return Err(e.into());
         }

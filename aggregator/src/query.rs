@@ -249,7 +249,7 @@ pub fn aggregate(
             if filter.tenant.as_ref().is_some_and(|t| *t != k.tenant) {
                 continue;
             }
-            if !filter.sources.is_empty() && !filter.sources.iter().any(|s| *s == k.source) {
+            if !filter.sources.is_empty() && !filter.sources.contains(&k.source) {
                 continue;
             }
             let f = facts
@@ -274,17 +274,21 @@ pub fn aggregate(
 
 fn url_facts(url: &str, filter: &Filter) -> UrlFacts {
     let host = host_of(url);
-    let matches = (filter.url_contains.is_empty() || url.to_lowercase().contains(&filter.url_contains))
-        && filter.host.as_ref().is_none_or(|rule| {
-            host.as_deref().is_some_and(|h| host_matches(h, rule))
-        });
+    let matches = (filter.url_contains.is_empty()
+        || url.to_lowercase().contains(&filter.url_contains))
+        && filter
+            .host
+            .as_ref()
+            .is_none_or(|rule| host.as_deref().is_some_and(|h| host_matches(h, rule)));
     let excluded = host
         .as_deref()
         .is_some_and(|h| filter.exclusions.iter().any(|r| host_matches(h, r)));
     let key = match filter.group_by {
         GroupBy::Url => url.to_owned(),
         GroupBy::Host => host.unwrap_or_else(|| url.to_owned()),
-        GroupBy::Domain => host.map(|h| domain_of(&h)).unwrap_or_else(|| url.to_owned()),
+        GroupBy::Domain => host
+            .map(|h| domain_of(&h))
+            .unwrap_or_else(|| url.to_owned()),
     };
     UrlFacts {
         key,
@@ -298,7 +302,11 @@ fn url_facts(url: &str, filter: &Filter) -> UrlFacts {
 ///
 /// # Errors
 /// When the column is unknown.
-pub fn order(rows: &mut [SummaryRow], order_by: &str, ascending: Option<bool>) -> Result<(), QueryError> {
+pub fn order(
+    rows: &mut [SummaryRow],
+    order_by: &str,
+    ascending: Option<bool>,
+) -> Result<(), QueryError> {
     let column = Column::parse(order_by)?;
     let ascending = ascending.unwrap_or(column == Column::Key);
     rows.sort_by(|a, b| {
@@ -330,7 +338,11 @@ pub fn summarize(
     let (mut rows, excluded_rows, excluded_clicks) = aggregate(state, filter, since, until);
     order(&mut rows, &req.order_by, req.ascending)?;
     let total_rows = rows.len() as u64;
-    let limit = if req.limit == 0 { usize::MAX } else { req.limit as usize };
+    let limit = if req.limit == 0 {
+        usize::MAX
+    } else {
+        req.limit as usize
+    };
     let end = offset.saturating_add(limit).min(rows.len());
     let page: Vec<SummaryRow> = rows.drain(offset.min(end)..end).collect();
     Ok(SummaryResponse {
@@ -347,3 +359,7 @@ pub fn summarize(
         excluded_clicks,
     })
 }
+
+#[cfg(test)]
+#[path = "query_tests.rs"]
+mod tests;

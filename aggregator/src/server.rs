@@ -52,7 +52,11 @@ pub async fn run(
     ));
 
     let ingest = IngestService::new(commands_tx, config.max_batch_events, token.clone());
-    let exclusions = config.exclusions.iter().map(|r| normalise_rule(r)).collect();
+    let exclusions = config
+        .exclusions
+        .iter()
+        .map(|r| normalise_rule(r))
+        .collect();
     let query = QueryService::new(store.clone(), exclusions, config.clock.clone());
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
@@ -83,12 +87,9 @@ pub async fn run(
         .add_service(health)
         .add_service(reflection)
         .add_service(
-            ClickIngestServer::new(ingest)
-                .max_decoding_message_size(config.max_message_bytes),
+            ClickIngestServer::new(ingest).max_decoding_message_size(config.max_message_bytes),
         )
-        .add_service(
-            ClickQueryServer::new(query).max_decoding_message_size(1024 * 1024),
-        )
+        .add_service(ClickQueryServer::new(query).max_decoding_message_size(1024 * 1024))
         .serve_with_incoming_shutdown(incoming, async move { server_token.cancelled().await });
 
     // The writer stopping (a disk error) stops the server too.

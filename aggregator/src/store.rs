@@ -207,7 +207,9 @@ impl CounterStore {
                 ack.applied += 1;
             }
             if ack.last_sequence > hwm {
-                state.hwm.insert(batch.collector_id.clone(), ack.last_sequence);
+                state
+                    .hwm
+                    .insert(batch.collector_id.clone(), ack.last_sequence);
                 touched_hwm.push(batch.collector_id.clone());
             }
             acks.push(ack);
@@ -347,7 +349,13 @@ fn load(tree: &sled::Tree) -> Result<CounterState, LoadError> {
     for kv in tree.scan_prefix([codec::HWM]) {
         let (k, v) = kv?;
         let id = String::from_utf8_lossy(&k[1..]).into_owned();
-        state.hwm.insert(id, codec::decode_u64("high-water mark", &v)?);
+        state
+            .hwm
+            .insert(id, codec::decode_u64("high-water mark", &v)?);
     }
     Ok(state)
 }
+
+#[cfg(test)]
+#[path = "store_tests.rs"]
+mod tests;

@@ -22,7 +22,10 @@ use tracing::{info, warn};
 /// # Errors
 /// When an input is missing, the spool or dead-letter file cannot be written, or (`once`)
 /// not everything was acknowledged before the deadline.
-pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result<Report, CollectorError> {
+pub async fn run(
+    config: CollectorConfig,
+    shutdown: CancellationToken,
+) -> Result<Report, CollectorError> {
     let stats = Arc::new(Stats::default());
     let mut files: Vec<(SourceKind, PathBuf)> = Vec::new();
     for spec in &config.inputs {
@@ -63,9 +66,20 @@ pub async fn run(config: CollectorConfig, shutdown: CancellationToken) -> Result
 
     let result = async {
         for (kind, path) in &files {
-            read_file(&config, *kind, path, Some(&spool), Some(&mut dead), &stats, &shutdown).await?;
+            read_file(
+                &config,
+                *kind,
+                path,
+                Some(&spool),
+                Some(&mut dead),
+                &stats,
+                &shutdown,
+            )
+            .await?;
             if shutdown.is_cancelled() {
-                return Err(CollectorError::Interrupted { unacked: spool.depth() });
+                return Err(CollectorError::Interrupted {
+                    unacked: spool.depth(),
+                });
             }
         }
         if config.once {
@@ -171,7 +185,11 @@ async fn read_file(
     let input_name = format!("file:{kind}:{}", canonical.display());
     let (mut offset, mut line) = (0, 0);
     if let Some(spool) = spool {
-        if let Some((o, l, i)) = spool.checkpoint(&input_name)?.as_deref().and_then(decode_checkpoint) {
+        if let Some((o, l, i)) = spool
+            .checkpoint(&input_name)?
+            .as_deref()
+            .and_then(decode_checkpoint)
+        {
             if i == ino && o <= meta.len() {
                 (offset, line) = (o, l);
             }
@@ -181,7 +199,8 @@ async fn read_file(
         info!(file = %canonical.display(), "already read to its end");
         return Ok(());
     }
-    let reader = ChunkReader::open(&canonical, offset, line, config.max_record_bytes).map_err(read_err)?;
+    let reader =
+        ChunkReader::open(&canonical, offset, line, config.max_record_bytes).map_err(read_err)?;
     let mut reader = Some(reader);
     let display = canonical.display().to_string();
     let limits = FieldLimits {
@@ -207,10 +226,11 @@ async fn read_file(
             }
         }
         if let Some(dead) = dead.as_deref_mut() {
-            dead.append(&parsed.dead).map_err(|source| CollectorError::DeadLetter {
-                path: dead.path().to_owned(),
-                source,
-            })?;
+            dead.append(&parsed.dead)
+                .map_err(|source| CollectorError::DeadLetter {
+                    path: dead.path().to_owned(),
+                    source,
+                })?;
         } else {
             for d in &parsed.dead {
                 warn!(input = %d.input, line = d.line, reason = %d.reason, "dead letter");
@@ -223,12 +243,16 @@ async fn read_file(
                 _ = shutdown.cancelled() => return Ok(()),
             }
             let cp = encode_checkpoint(parsed.end_offset, parsed.end_line, ino);
-            spool.append(&parsed.events, Some((&input_name, &cp))).await?;
+            spool
+                .append(&parsed.events, Some((&input_name, &cp)))
+                .await?;
         }
         stats.records.fetch_add(parsed.records, Relaxed);
         stats.events.fetch_add(parsed.events.len() as u64, Relaxed);
         stats.skipped.fetch_add(parsed.skipped, Relaxed);
-        stats.dead_lettered.fetch_add(parsed.dead.len() as u64, Relaxed);
+        stats
+            .dead_lettered
+            .fetch_add(parsed.dead.len() as u64, Relaxed);
         if parsed.done || shutdown.is_cancelled() {
             return Ok(());
         }
@@ -272,7 +296,8 @@ fn parse_group(
                 Record::Skipped(_) => p.skipped += 1,
                 Record::Invalid { reason, raw } => {
                     let raw = raw.as_deref().map(str::as_bytes).unwrap_or(&chunk.bytes);
-                    p.dead.push(DeadLetter::new(kind.name(), input, chunk.line, reason, raw));
+                    p.dead
+                        .push(DeadLetter::new(kind.name(), input, chunk.line, reason, raw));
                 }
             }
         }
@@ -293,7 +318,10 @@ pub fn describe_inputs(inputs: &[InputSpec]) -> String {
 ///
 /// # Errors
 /// When an input is missing or unreadable.
-pub fn newest_click_ms(inputs: &[InputSpec], max_record_bytes: u64) -> Result<Option<i64>, CollectorError> {
+pub fn newest_click_ms(
+    inputs: &[InputSpec],
+    max_record_bytes: u64,
+) -> Result<Option<i64>, CollectorError> {
     let limits = FieldLimits {
         max_url_bytes: usize::MAX,
         now_ms: now_ms(),
@@ -307,8 +335,15 @@ pub fn newest_click_ms(inputs: &[InputSpec], max_record_bytes: u64) -> Result<Op
             };
             let mut reader = ChunkReader::open(&path, 0, 0, max_record_bytes).map_err(read_err)?;
             loop {
-                let p = parse_group(&mut reader, spec.kind, "", 10_000, max_record_bytes, &limits)
-                    .map_err(read_err)?;
+                let p = parse_group(
+                    &mut reader,
+                    spec.kind,
+                    "",
+                    10_000,
+                    max_record_bytes,
+                    &limits,
+                )
+                .map_err(read_err)?;
                 newest = p.events.iter().map(|e| e.time_unix_ms).chain(newest).max();
                 if p.done {
                     break;

@@ -21,9 +21,9 @@ impl FromStr for InputSpec {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let (kind, pattern) = s
-            .split_once(':')
-            .ok_or_else(|| format!("input {s:?} must be KIND:PATH, e.g. defender:/var/spool/mdo/*.json"))?;
+        let (kind, pattern) = s.split_once(':').ok_or_else(|| {
+            format!("input {s:?} must be KIND:PATH, e.g. defender:/var/spool/mdo/*.json")
+        })?;
         if pattern.is_empty() {
             return Err(format!("input {s:?} has no path"));
         }
@@ -169,7 +169,11 @@ impl ChunkReader {
         if self.layout == Layout::Document {
             self.done = true;
             let mut bytes = Vec::new();
-            let n = self.reader.by_ref().take(self.max_bytes + 1).read_to_end(&mut bytes)? as u64;
+            let n = self
+                .reader
+                .by_ref()
+                .take(self.max_bytes + 1)
+                .read_to_end(&mut bytes)? as u64;
             let mut total = self.offset + n;
             let oversize = if n > self.max_bytes {
                 let rest = io::copy(&mut self.reader, &mut io::sink())?;
@@ -287,7 +291,10 @@ mod tests {
     #[test]
     fn json_lines_with_crlf_blank_lines_and_no_final_newline() {
         let c = chunks(b"{\"a\":1}\r\n\r\n{\"a\":2}\n{\"a\":3}", 1024);
-        let lines: Vec<_> = c.iter().map(|c| (c.line, c.bytes.clone(), c.end_offset)).collect();
+        let lines: Vec<_> = c
+            .iter()
+            .map(|c| (c.line, c.bytes.clone(), c.end_offset))
+            .collect();
         assert_eq!(
             lines,
             vec![
@@ -333,8 +340,14 @@ mod tests {
         let spec: InputSpec = "defender:/tmp/x/*.json".parse().unwrap();
         assert_eq!(spec.kind, SourceKind::Defender);
         assert_eq!(spec.pattern, "/tmp/x/*.json");
-        assert!("nope".parse::<InputSpec>().unwrap_err().contains("KIND:PATH"));
-        assert!("foo:/x".parse::<InputSpec>().unwrap_err().contains("unknown source"));
+        assert!("nope"
+            .parse::<InputSpec>()
+            .unwrap_err()
+            .contains("KIND:PATH"));
+        assert!("foo:/x"
+            .parse::<InputSpec>()
+            .unwrap_err()
+            .contains("unknown source"));
         let missing: InputSpec = "defender:/no/such/file".parse().unwrap();
         assert!(missing.files().unwrap_err().contains("no such file"));
     }

@@ -13,7 +13,11 @@ use tokio_util::sync::CancellationToken;
 #[command(name = "clicktally-collector", version)]
 struct Args {
     /// The aggregator's gRPC endpoint.
-    #[arg(long, env = "CLICKTALLY_AGGREGATOR", default_value = "http://127.0.0.1:7401")]
+    #[arg(
+        long,
+        env = "CLICKTALLY_AGGREGATOR",
+        default_value = "http://127.0.0.1:7401"
+    )]
     aggregator: String,
     /// Spool directory (sled); events wait here until the aggregator acknowledges them.
     #[arg(long, env = "CLICKTALLY_SPOOL", default_value = "clicktally-spool")]
@@ -60,7 +64,9 @@ struct Args {
 fn init_logging(format: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,clicktally_collector=info"));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if format == "json" {
         builder.json().init();
     } else {

@@ -4,6 +4,8 @@
 use clicktally_proto::v1::ClickEvent;
 
 /// The outcome of reading one vendor record.
+// Clicks are the common case: boxing them would cost an allocation per event.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Clone, PartialEq)]
 pub enum Record {
     /// A click, normalised.

@@ -204,10 +204,12 @@ impl Spool {
             .take(max)
         {
             let (_, v) = kv.map_err(|e| self.err(e))?;
-            out.push(ClickEvent::decode(v.as_ref()).map_err(|e| SpoolError::Corrupt {
-                path: self.path.clone(),
-                detail: e.to_string(),
-            })?);
+            out.push(
+                ClickEvent::decode(v.as_ref()).map_err(|e| SpoolError::Corrupt {
+                    path: self.path.clone(),
+                    detail: e.to_string(),
+                })?,
+            );
         }
         Ok(out)
     }
@@ -235,7 +237,10 @@ impl Spool {
     pub fn remove(&self, first: u64, last: u64) -> Result<(), SpoolError> {
         let mut batch = sled::Batch::default();
         let mut n = 0;
-        for kv in self.tree.range(&event_key(first)[..]..=&event_key(last)[..]) {
+        for kv in self
+            .tree
+            .range(&event_key(first)[..]..=&event_key(last)[..])
+        {
             let (k, _) = kv.map_err(|e| self.err(e))?;
             batch.remove(k);
             n += 1;
@@ -302,7 +307,10 @@ fn new_collector_id(dir: &Path) -> String {
         .map(|d| d.as_nanos())
         .unwrap_or_default();
     let seed = format!("{host}|{nanos}|{}|{}", std::process::id(), dir.display());
-    format!("{host}-{:016x}", xxhash_rust::xxh3::xxh3_64(seed.as_bytes()))
+    format!(
+        "{host}-{:016x}",
+        xxhash_rust::xxh3::xxh3_64(seed.as_bytes())
+    )
 }
 
 #[cfg(test)]
@@ -321,7 +329,9 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let id = {
             let s = Spool::open(dir.path(), 1 << 20).unwrap();
-            s.append(&[ev("a"), ev("b")], Some(("f", b"x"))).await.unwrap();
+            s.append(&[ev("a"), ev("b")], Some(("f", b"x")))
+                .await
+                .unwrap();
             s.append(&[ev("c")], None).await.unwrap();
             s.remove(1, 1).unwrap();
             s.flush().await.unwrap();
@@ -331,7 +341,12 @@ mod tests {
         assert_eq!(s.collector_id(), id);
         assert_eq!(s.depth(), 2);
         assert_eq!(s.first_seq().unwrap(), Some(2));
-        let urls: Vec<_> = s.read_from(2, 10).unwrap().into_iter().map(|e| e.url).collect();
+        let urls: Vec<_> = s
+            .read_from(2, 10)
+            .unwrap()
+            .into_iter()
+            .map(|e| e.url)
+            .collect();
         assert_eq!(urls, vec!["b", "c"]);
         assert_eq!(s.checkpoint("f").unwrap().as_deref(), Some(&b"x"[..]));
         s.append(&[ev("d")], None).await.unwrap();

@@ -39,7 +39,9 @@ pub fn check_range(time_ms: i64, now_ms: i64) -> Result<i64, String> {
         let shown = DateTime::<Utc>::from_timestamp_millis(time_ms)
             .map(|d| d.to_rfc3339())
             .unwrap_or_else(|| format!("{time_ms} ms"));
-        return Err(format!("time {shown} is out of range (before 2000 or more than a day ahead)"));
+        return Err(format!(
+            "time {shown} is out of range (before 2000 or more than a day ahead)"
+        ));
     }
     Ok(time_ms)
 }
@@ -57,12 +59,17 @@ mod tests {
     fn vendor_time_spellings() {
         let base = 1_714_557_600_000; // 2024-05-01T10:00:00Z
         assert_eq!(parse_time_ms("2024-05-01T10:00:00Z"), Ok(base));
-        assert_eq!(parse_time_ms("2024-05-01T10:00:00.1234567Z"), Ok(base + 123));
+        assert_eq!(
+            parse_time_ms("2024-05-01T10:00:00.1234567Z"),
+            Ok(base + 123)
+        );
         assert_eq!(parse_time_ms("2024-05-01T12:00:00+02:00"), Ok(base));
         assert_eq!(parse_time_ms("2024-05-01T10:00:00+0000"), Ok(base));
         assert_eq!(parse_time_ms("2024-05-01 10:00:00"), Ok(base));
         assert_eq!(parse_time_ms("2024-05-01T10:00:00.500"), Ok(base + 500));
-        assert!(parse_time_ms("yesterday").unwrap_err().contains("yesterday"));
+        assert!(parse_time_ms("yesterday")
+            .unwrap_err()
+            .contains("yesterday"));
     }
 
     #[test]

@@ -14,12 +14,18 @@ struct Cli {
     command: Command,
 }
 
+// Parsed once per run: the size difference between subcommands does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 enum Command {
     /// Print the per-URL table: Blocked, Allowed, PendingVerdict, Error, ClickedThrough, Total.
     Summary {
         /// The aggregator's gRPC endpoint.
-        #[arg(long, env = "CLICKTALLY_AGGREGATOR", default_value = "http://127.0.0.1:7401")]
+        #[arg(
+            long,
+            env = "CLICKTALLY_AGGREGATOR",
+            default_value = "http://127.0.0.1:7401"
+        )]
         aggregator: String,
         #[command(flatten)]
         query: QueryArgs,

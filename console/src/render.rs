@@ -80,8 +80,16 @@ impl JsonRow {
             blocked_by_policy: row.blocked_by_policy,
             first_seen: format_rfc3339(row.first_seen_unix_ms),
             last_seen: format_rfc3339(row.last_seen_unix_ms),
-            actions: row.actions.iter().map(|a| (a.action_type.clone(), a.count)).collect(),
-            sources: row.sources.iter().map(|s| (s.source.clone(), s.count)).collect(),
+            actions: row
+                .actions
+                .iter()
+                .map(|a| (a.action_type.clone(), a.count))
+                .collect(),
+            sources: row
+                .sources
+                .iter()
+                .map(|s| (s.source.clone(), s.count))
+                .collect(),
         }
     }
 }
@@ -163,7 +171,14 @@ pub fn table(resp: &SummaryResponse, group_by: GroupBy, width: usize) -> String 
         let key = shorten(&r.key, key_width);
         let pad = key_width.saturating_sub(key.chars().count());
         let _ = write!(out, "{key}{}", " ".repeat(pad));
-        let values = [r.blocked, r.allowed, r.pending_verdict, r.error, r.clicked_through, r.total];
+        let values = [
+            r.blocked,
+            r.allowed,
+            r.pending_verdict,
+            r.error,
+            r.clicked_through,
+            r.total,
+        ];
         for (h, v) in NUMBER_COLUMNS.iter().zip(values) {
             let _ = write!(out, " {v:>w$}", w = h.len());
         }
@@ -203,7 +218,10 @@ mod tests {
 
     #[test]
     fn long_urls_keep_their_host_and_their_end() {
-        let s = shorten("https://login-microsoftonline.com-secure.example/owa/auth/logon.aspx", 30);
+        let s = shorten(
+            "https://login-microsoftonline.com-secure.example/owa/auth/logon.aspx",
+            30,
+        );
         assert_eq!(s.chars().count(), 30);
         assert!(s.starts_with("login-microsoftonline"));
         assert!(s.ends_with("logon.aspx"));
@@ -213,7 +231,11 @@ mod tests {
     #[test]
     fn table_lines_fit_in_80_columns() {
         let resp = SummaryResponse {
-            rows: vec![row(&format!("https://x.example/{}", "a".repeat(200)), 12345, 99999)],
+            rows: vec![row(
+                &format!("https://x.example/{}", "a".repeat(200)),
+                12345,
+                99999,
+            )],
             total_rows: 1,
             ..Default::default()
         };
@@ -230,10 +252,19 @@ mod tests {
         let v: serde_json::Value = serde_json::from_str(&json(&rows, GroupBy::Url)).unwrap();
         assert_eq!(v[0]["Url"], "https://a.example/x,y");
         assert_eq!(v[0]["Blocked"], 2);
-        for k in ["Allowed", "PendingVerdict", "Error", "ClickedThrough", "Total"] {
+        for k in [
+            "Allowed",
+            "PendingVerdict",
+            "Error",
+            "ClickedThrough",
+            "Total",
+        ] {
             assert!(v[0].get(k).is_some(), "{k}");
         }
         let c = csv(&rows, GroupBy::Url);
-        assert_eq!(c.lines().nth(1).unwrap().split(',').next(), Some("\"https://a.example/x"));
+        assert_eq!(
+            c.lines().nth(1).unwrap().split(',').next(),
+            Some("\"https://a.example/x")
+        );
     }
 }

@@ -9,7 +9,8 @@ use std::time::Duration;
 /// # Errors
 /// A message naming the value.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
-    humantime::parse_duration(s.trim()).map_err(|e| format!("{s:?} is not a duration (like 500ms, 15m, 7d): {e}"))
+    humantime::parse_duration(s.trim())
+        .map_err(|e| format!("{s:?} is not a duration (like 500ms, 15m, 7d): {e}"))
 }
 
 /// Parses a point in time relative to `now_ms`: a duration means that long ago; otherwise an
@@ -26,7 +27,11 @@ pub fn parse_time(s: &str, now_ms: i64) -> Result<i64, String> {
         return Ok(dt.timestamp_millis());
     }
     if let Ok(d) = NaiveDate::parse_from_str(t, "%Y-%m-%d") {
-        return Ok(d.and_hms_opt(0, 0, 0).expect("midnight").and_utc().timestamp_millis());
+        return Ok(d
+            .and_hms_opt(0, 0, 0)
+            .expect("midnight")
+            .and_utc()
+            .timestamp_millis());
     }
     match humantime::parse_duration(t) {
         Ok(d) => Ok(now_ms - d.as_millis() as i64),
@@ -62,7 +67,9 @@ mod tests {
         assert_eq!(parse_time("now", now), Ok(now));
         assert_eq!(parse_time("2026-11-28", now), Ok(now));
         assert_eq!(parse_time("2026-11-28T01:00:00Z", now), Ok(now + 3_600_000));
-        assert!(parse_time("last week", now).unwrap_err().contains("neither a duration"));
+        assert!(parse_time("last week", now)
+            .unwrap_err()
+            .contains("neither a duration"));
         assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
         assert_eq!(format_minute(now), "2026-11-28 00:00");
     }

@@ -120,7 +120,8 @@ fn push_record(raw: &RawValue, one_of_many: bool, limits: &FieldLimits, out: &mu
 }
 
 fn record(raw: &RawValue, limits: &FieldLimits) -> Result<Record, String> {
-    let outer: Row = serde_json::from_str(raw.get()).map_err(|e| format!("malformed record: {e}"))?;
+    let outer: Row =
+        serde_json::from_str(raw.get()).map_err(|e| format!("malformed record: {e}"))?;
     let (row, row_text, envelope_tenant) = match outer.properties {
         Some(props) => {
             if let Some(cat) = &outer.category {
@@ -163,7 +164,10 @@ fn record(raw: &RawValue, limits: &FieldLimits) -> Result<Record, String> {
             .map(Cow::into_owned)
             .unwrap_or_default(),
         account: row.account_upn.map(Cow::into_owned).unwrap_or_default(),
-        network_message_id: row.network_message_id.map(Cow::into_owned).unwrap_or_default(),
+        network_message_id: row
+            .network_message_id
+            .map(Cow::into_owned)
+            .unwrap_or_default(),
         ip: row.ip_address.map(Cow::into_owned).unwrap_or_default(),
         threat_types: threat_types(row.threat_types.as_ref()),
         workload: row.workload.map(Cow::into_owned).unwrap_or_default(),

@@ -126,12 +126,16 @@ fn is_clicked_through_in_every_spelling() {
         match (expected, &out[0]) {
             (Some(b), Record::Click(c)) => assert_eq!(c.clicked_through, b, "{spelling}"),
             (None, Record::Invalid { reason, .. }) => {
-                assert!(reason.starts_with("IsClickedThrough"), "{spelling}: {reason}")
+                assert!(
+                    reason.starts_with("IsClickedThrough"),
+                    "{spelling}: {reason}"
+                )
             }
             (e, got) => panic!("{spelling}: expected {e:?}, got {got:?}"),
         }
     }
-    let missing = parse_all(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"u","ActionType":"ClickAllowed"}"#);
+    let missing =
+        parse_all(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"u","ActionType":"ClickAllowed"}"#);
     assert!(!click(&missing[0]).clicked_through);
 }
 
@@ -142,18 +146,40 @@ fn bad_records_carry_precise_reasons() {
         other => panic!("{other:?}"),
     };
     assert!(reason("{\"Url\": ").starts_with("malformed JSON"));
-    assert_eq!(reason(r#"{"Url":"u","ActionType":"ClickAllowed"}"#), "missing Timestamp (or TimeGenerated)");
-    assert_eq!(reason(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"u"}"#), "missing ActionType");
-    assert!(reason(r#"{"Timestamp":"soon","Url":"u","ActionType":"x"}"#).contains("unreadable time"));
-    assert!(reason(r#"{"Timestamp":"1999-01-01T00:00:00Z","Url":"u","ActionType":"x"}"#).contains("out of range"));
-    assert!(reason(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"","ActionType":"x"}"#).contains("empty url"));
-    assert!(reason(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":7,"ActionType":"x"}"#).starts_with("malformed record"));
-    let long = format!(r#"{{"Timestamp":"2025-12-01T00:00:00Z","Url":"{}","ActionType":"x"}}"#, "a".repeat(9000));
+    assert_eq!(
+        reason(r#"{"Url":"u","ActionType":"ClickAllowed"}"#),
+        "missing Timestamp (or TimeGenerated)"
+    );
+    assert_eq!(
+        reason(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"u"}"#),
+        "missing ActionType"
+    );
+    assert!(
+        reason(r#"{"Timestamp":"soon","Url":"u","ActionType":"x"}"#).contains("unreadable time")
+    );
+    assert!(
+        reason(r#"{"Timestamp":"1999-01-01T00:00:00Z","Url":"u","ActionType":"x"}"#)
+            .contains("out of range")
+    );
+    assert!(
+        reason(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"","ActionType":"x"}"#)
+            .contains("empty url")
+    );
+    assert!(
+        reason(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":7,"ActionType":"x"}"#)
+            .starts_with("malformed record")
+    );
+    let long = format!(
+        r#"{{"Timestamp":"2025-12-01T00:00:00Z","Url":"{}","ActionType":"x"}}"#,
+        "a".repeat(9000)
+    );
     assert!(reason(&long).contains("exceeds the 8192-byte limit"));
 }
 
 #[test]
 fn unusual_action_types_are_kept_verbatim() {
-    let out = parse_all(r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"u","ActionType":"ClickBlocked;Foo"}"#);
+    let out = parse_all(
+        r#"{"Timestamp":"2025-12-01T00:00:00Z","Url":"u","ActionType":"ClickBlocked;Foo"}"#,
+    );
     assert_eq!(click(&out[0]).action_type, "ClickBlocked;Foo");
 }

@@ -41,9 +41,7 @@ impl FromStr for SourceKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "defender" | "mdo" | "urlclickevents" => Ok(Self::Defender),
-            other => Err(format!(
-                "unknown source {other:?}; known sources: defender"
-            )),
+            other => Err(format!("unknown source {other:?}; known sources: defender")),
         }
     }
 }
