@@ -22,7 +22,7 @@ pub enum ConsoleError {
         detail: String,
     },
     /// The aggregator answered with an error.
-    #[error("the aggregator refused the query: {0}")]
+    #[error("the aggregator refused the query ({code:?}): {}", .0.message(), code = .0.code())]
     Status(#[from] tonic::Status),
     /// The demo failed.
     #[error("demo: {0}")]

@@ -91,3 +91,81 @@ pub fn seed_rows(rows: &[SummaryRow]) -> Vec<SeedRow> {
     out.sort();
     out
 }
+
+/// The path of one of the workspace's binaries (`clicktally`, `clicktally-aggregator`,
+/// `clicktally-collector`), built with `cargo build --bins` the first time it is asked for when
+/// the test run has not built it yet.
+pub fn binary(name: &str) -> PathBuf {
+    static BUILT: std::sync::Once = std::sync::Once::new();
+    let exe = std::env::current_exe().unwrap();
+    // target/<profile>/deps/<test> -> target/<profile>
+    let dir = exe.parent().unwrap().parent().unwrap().to_owned();
+    let path = dir.join(name);
+    BUILT.call_once(|| {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut cmd = std::process::Command::new(cargo);
+        cmd.args(["build", "--bins", "--workspace", "--quiet"]);
+        if dir.file_name().is_some_and(|p| p == "release") {
+            cmd.arg("--release");
+        }
+        let status = cmd.status().expect("run cargo build --bins");
+        assert!(status.success(), "cargo build --bins failed");
+    });
+    assert!(path.exists(), "{} was not built", path.display());
+    path
+}
+
+/// Runs a binary to completion and returns (exit success, stdout, stderr).
+pub fn run_binary(name: &str, args: &[&str]) -> (bool, String, String) {
+    let out = std::process::Command::new(binary(name))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// A free loopback port (bound, then released).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A child process killed when dropped, so a failing test leaves nothing running.
+pub struct ChildGuard(pub std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// Starts `clicktally-aggregator --listen 127.0.0.1:PORT --data DIR` plus `extra` flags and
+/// waits until it accepts connections.
+pub fn spawn_aggregator(port: u16, data: &Path, extra: &[&str]) -> ChildGuard {
+    let child = std::process::Command::new(binary("clicktally-aggregator"))
+        .arg("--listen")
+        .arg(format!("127.0.0.1:{port}"))
+        .arg("--data")
+        .arg(data)
+        .args(extra)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let guard = ChildGuard(child);
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "aggregator did not start on {port}");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    guard
+}
