@@ -32,14 +32,33 @@ fn run(s: &CounterState, req: SummaryRequest) -> SummaryResponse {
 #[test]
 fn a_window_covers_the_hours_that_start_inside_it() {
     assert_eq!(hours_of_window(H * HOUR_MS, (H + 2) * HOUR_MS), (H, H + 2));
-    assert_eq!(hours_of_window(H * HOUR_MS + 1, (H + 2) * HOUR_MS + 1), (H + 1, H + 3));
-    let s = state(&[(H, "defender", "u", "ClickAllowed", 1, 0), (H + 1, "defender", "u", "ClickAllowed", 2, 0)]);
-    let r = run(&s, SummaryRequest { since_unix_ms: Some(H * HOUR_MS + 1), until_unix_ms: Some((H + 5) * HOUR_MS), ..Default::default() });
+    assert_eq!(
+        hours_of_window(H * HOUR_MS + 1, (H + 2) * HOUR_MS + 1),
+        (H + 1, H + 3)
+    );
+    let s = state(&[
+        (H, "defender", "u", "ClickAllowed", 1, 0),
+        (H + 1, "defender", "u", "ClickAllowed", 2, 0),
+    ]);
+    let r = run(
+        &s,
+        SummaryRequest {
+            since_unix_ms: Some(H * HOUR_MS + 1),
+            until_unix_ms: Some((H + 5) * HOUR_MS),
+            ..Default::default()
+        },
+    );
     assert_eq!(r.rows[0].total, 2);
     // The default window is the last 7 days before now.
-    assert_eq!((r.since_unix_ms, r.until_unix_ms), (H * HOUR_MS + 1, (H + 5) * HOUR_MS));
+    assert_eq!(
+        (r.since_unix_ms, r.until_unix_ms),
+        (H * HOUR_MS + 1, (H + 5) * HOUR_MS)
+    );
     let d = run(&s, SummaryRequest::default());
-    assert_eq!((d.since_unix_ms, d.until_unix_ms), (NOW - DEFAULT_WINDOW_MS, NOW));
+    assert_eq!(
+        (d.since_unix_ms, d.until_unix_ms),
+        (NOW - DEFAULT_WINDOW_MS, NOW)
+    );
     assert_eq!(d.rows[0].total, 3);
 }
 
@@ -48,66 +67,201 @@ fn rows_order_by_any_column_and_page() {
     let s = state(&[
         (H, "defender", "https://a.example/", "ClickBlocked", 1, 0),
         (H, "defender", "https://b.example/", "ClickAllowed", 3, 2),
-        (H, "defender", "https://c.example/", "UrlScanInProgress", 2, 0),
+        (
+            H,
+            "defender",
+            "https://c.example/",
+            "UrlScanInProgress",
+            2,
+            0,
+        ),
     ]);
     let keys = |r: &SummaryResponse| r.rows.iter().map(|r| r.key.clone()).collect::<Vec<_>>();
-    let r = run(&s, SummaryRequest { order_by: "ClickedThrough".into(), ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            order_by: "ClickedThrough".into(),
+            ..Default::default()
+        },
+    );
     assert_eq!(keys(&r)[0], "https://b.example/");
-    let r = run(&s, SummaryRequest { order_by: "pending_verdict".into(), ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            order_by: "pending_verdict".into(),
+            ..Default::default()
+        },
+    );
     assert_eq!(keys(&r)[0], "https://c.example/");
-    let r = run(&s, SummaryRequest { order_by: "Url".into(), limit: 2, ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            order_by: "Url".into(),
+            limit: 2,
+            ..Default::default()
+        },
+    );
     assert_eq!(keys(&r), ["https://a.example/", "https://b.example/"]);
     assert_eq!((r.next_page_token.as_str(), r.total_rows), ("2", 3));
-    let r = run(&s, SummaryRequest { order_by: "Url".into(), limit: 2, page_token: "2".into(), ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            order_by: "Url".into(),
+            limit: 2,
+            page_token: "2".into(),
+            ..Default::default()
+        },
+    );
     assert_eq!(keys(&r), ["https://c.example/"]);
     assert_eq!(r.next_page_token, "");
     let f = Filter::new(&SummaryRequest::default(), &[], None);
-    let bad = SummaryRequest { order_by: "Colour".into(), ..Default::default() };
-    assert_eq!(summarize(&s, &bad, &f, NOW).unwrap_err(), QueryError::UnknownColumn("Colour".into()));
+    let bad = SummaryRequest {
+        order_by: "Colour".into(),
+        ..Default::default()
+    };
+    assert_eq!(
+        summarize(&s, &bad, &f, NOW).unwrap_err(),
+        QueryError::UnknownColumn("Colour".into())
+    );
 }
 
 #[test]
 fn exclusions_hide_hosts_and_say_what_they_hid() {
     let s = state(&[
-        (H, "defender", "https://jenkins.enterprise.com/job/1", "ClickAllowed", 2, 0),
-        (H, "defender", "https://ci.jenkins.enterprise.com/x", "ClickAllowed", 1, 0),
+        (
+            H,
+            "defender",
+            "https://jenkins.enterprise.com/job/1",
+            "ClickAllowed",
+            2,
+            0,
+        ),
+        (
+            H,
+            "defender",
+            "https://ci.jenkins.enterprise.com/x",
+            "ClickAllowed",
+            1,
+            0,
+        ),
         (H, "defender", "https://evil.example/", "ClickBlocked", 1, 0),
     ]);
     let r = run(&s, SummaryRequest::default());
     assert_eq!(r.rows.len(), 1);
     assert_eq!((r.excluded_rows, r.excluded_clicks), (2, 3));
-    let r = run(&s, SummaryRequest { no_exclusions: true, ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            no_exclusions: true,
+            ..Default::default()
+        },
+    );
     assert_eq!((r.rows.len(), r.excluded_rows), (3, 0));
-    let r = run(&s, SummaryRequest { no_exclusions: true, exclude_hosts: vec!["Evil.Example".into()], ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            no_exclusions: true,
+            exclude_hosts: vec!["Evil.Example".into()],
+            ..Default::default()
+        },
+    );
     assert_eq!((r.rows.len(), r.excluded_clicks), (2, 1));
 }
 
 #[test]
 fn grouping_by_host_and_domain_merges_counts_and_sources() {
     let s = state(&[
-        (H, "defender", "https://a.evil.co.uk/1", "ClickBlocked", 2, 1),
-        (H, "proofpoint", "https://b.evil.co.uk/2", "ClickAllowed", 1, 0),
-        (H + 1, "defender", "https://a.evil.co.uk/3", "UrlErrorPage", 1, 0),
+        (
+            H,
+            "defender",
+            "https://a.evil.co.uk/1",
+            "ClickBlocked",
+            2,
+            1,
+        ),
+        (
+            H,
+            "proofpoint",
+            "https://b.evil.co.uk/2",
+            "ClickAllowed",
+            1,
+            0,
+        ),
+        (
+            H + 1,
+            "defender",
+            "https://a.evil.co.uk/3",
+            "UrlErrorPage",
+            1,
+            0,
+        ),
     ]);
-    let r = run(&s, SummaryRequest { group_by: GroupBy::Domain as i32, ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            group_by: GroupBy::Domain as i32,
+            ..Default::default()
+        },
+    );
     assert_eq!(r.rows.len(), 1);
     let row = &r.rows[0];
-    assert_eq!((row.key.as_str(), row.blocked, row.allowed, row.error, row.clicked_through, row.total), ("evil.co.uk", 2, 1, 1, 1, 4));
-    let sources: Vec<_> = row.sources.iter().map(|s| (s.source.as_str(), s.count)).collect();
+    assert_eq!(
+        (
+            row.key.as_str(),
+            row.blocked,
+            row.allowed,
+            row.error,
+            row.clicked_through,
+            row.total
+        ),
+        ("evil.co.uk", 2, 1, 1, 1, 4)
+    );
+    let sources: Vec<_> = row
+        .sources
+        .iter()
+        .map(|s| (s.source.as_str(), s.count))
+        .collect();
     assert_eq!(sources, [("defender", 3), ("proofpoint", 1)]);
-    let r = run(&s, SummaryRequest { group_by: GroupBy::Host as i32, order_by: "Url".into(), ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            group_by: GroupBy::Host as i32,
+            order_by: "Url".into(),
+            ..Default::default()
+        },
+    );
     let hosts: Vec<_> = r.rows.iter().map(|r| (r.key.as_str(), r.total)).collect();
     assert_eq!(hosts, [("a.evil.co.uk", 3), ("b.evil.co.uk", 1)]);
-    let r = run(&s, SummaryRequest { sources: vec!["Proofpoint".into()], ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            sources: vec!["Proofpoint".into()],
+            ..Default::default()
+        },
+    );
     assert_eq!(r.rows[0].key, "https://b.evil.co.uk/2");
-    let r = run(&s, SummaryRequest { host: "a.evil.co.uk".into(), url_contains: "/3".into(), ..Default::default() });
+    let r = run(
+        &s,
+        SummaryRequest {
+            host: "a.evil.co.uk".into(),
+            url_contains: "/3".into(),
+            ..Default::default()
+        },
+    );
     assert_eq!((r.rows.len(), r.rows[0].total), (1, 1));
 }
 
 #[test]
 fn an_empty_window_is_an_error() {
     let s = CounterState::default();
-    let req = SummaryRequest { since_unix_ms: Some(NOW), until_unix_ms: Some(NOW), ..Default::default() };
+    let req = SummaryRequest {
+        since_unix_ms: Some(NOW),
+        until_unix_ms: Some(NOW),
+        ..Default::default()
+    };
     let f = Filter::new(&req, &[], None);
-    assert!(matches!(summarize(&s, &req, &f, NOW), Err(QueryError::EmptyWindow { .. })));
+    assert!(matches!(
+        summarize(&s, &req, &f, NOW),
+        Err(QueryError::EmptyWindow { .. })
+    ));
 }

@@ -54,7 +54,14 @@ async fn replayed_and_overlapping_batches_apply_only_new_sequences() {
     let t = NOW - HOUR_MS;
     let acks = apply(
         &store,
-        &[batch("c1", 1, vec![ev("1", "u", "ClickAllowed", t), ev("2", "u", "ClickAllowed", t)])],
+        &[batch(
+            "c1",
+            1,
+            vec![
+                ev("1", "u", "ClickAllowed", t),
+                ev("2", "u", "ClickAllowed", t),
+            ],
+        )],
     )
     .await;
     assert_eq!((acks[0].applied, acks[0].last_sequence), (2, 2));
@@ -62,8 +69,22 @@ async fn replayed_and_overlapping_batches_apply_only_new_sequences() {
     let acks = apply(
         &store,
         &[
-            batch("c1", 1, vec![ev("1", "u", "ClickAllowed", t), ev("2", "u", "ClickAllowed", t)]),
-            batch("c1", 2, vec![ev("2", "u", "ClickAllowed", t), ev("3", "u", "ClickAllowed", t)]),
+            batch(
+                "c1",
+                1,
+                vec![
+                    ev("1", "u", "ClickAllowed", t),
+                    ev("2", "u", "ClickAllowed", t),
+                ],
+            ),
+            batch(
+                "c1",
+                2,
+                vec![
+                    ev("2", "u", "ClickAllowed", t),
+                    ev("3", "u", "ClickAllowed", t),
+                ],
+            ),
         ],
     )
     .await;
@@ -71,7 +92,18 @@ async fn replayed_and_overlapping_batches_apply_only_new_sequences() {
     assert_eq!((acks[1].applied, acks[1].replayed), (1, 1));
     assert_eq!(total(&store, "u"), 3);
     // Another collector's sequences are its own; its event ids are still deduplicated.
-    let acks = apply(&store, &[batch("c2", 1, vec![ev("3", "u", "ClickAllowed", t), ev("4", "u", "ClickAllowed", t)])]).await;
+    let acks = apply(
+        &store,
+        &[batch(
+            "c2",
+            1,
+            vec![
+                ev("3", "u", "ClickAllowed", t),
+                ev("4", "u", "ClickAllowed", t),
+            ],
+        )],
+    )
+    .await;
     assert_eq!((acks[0].applied, acks[0].duplicates), (1, 1));
     assert_eq!(total(&store, "u"), 4);
 }
@@ -82,7 +114,18 @@ async fn marks_digests_and_counts_survive_reopen() {
     let t = NOW - 2 * HOUR_MS;
     {
         let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
-        apply(&store, &[batch("c1", 1, vec![ev("a", "u", "ClickBlocked", t), ev("b", "v", "ClickAllowed", t + 1)])]).await;
+        apply(
+            &store,
+            &[batch(
+                "c1",
+                1,
+                vec![
+                    ev("a", "u", "ClickBlocked", t),
+                    ev("b", "v", "ClickAllowed", t + 1),
+                ],
+            )],
+        )
+        .await;
     }
     let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
     assert_eq!(store.read().hwm["c1"], 2);
@@ -90,7 +133,14 @@ async fn marks_digests_and_counts_survive_reopen() {
     let acks = apply(
         &store,
         &[
-            batch("c1", 2, vec![ev("b", "v", "ClickAllowed", t + 1), ev("x", "u", "ClickBlocked", t)]),
+            batch(
+                "c1",
+                2,
+                vec![
+                    ev("b", "v", "ClickAllowed", t + 1),
+                    ev("x", "u", "ClickBlocked", t),
+                ],
+            ),
             batch("c9", 1, vec![ev("a", "u", "ClickBlocked", t)]),
         ],
     )
@@ -125,7 +175,13 @@ async fn expired_invalid_and_empty_id_events() {
     .await;
     assert_eq!(acks[0].expired, 1);
     assert_eq!(acks[0].rejected, 2);
-    assert_eq!(acks[0].rejections, vec!["event has an empty url", "url of 101 bytes exceeds the 100-byte limit"]);
+    assert_eq!(
+        acks[0].rejections,
+        vec![
+            "event has an empty url",
+            "url of 101 bytes exceeds the 100-byte limit"
+        ]
+    );
     // Without an id an event cannot be deduplicated: both count.
     assert_eq!(acks[0].applied, 2);
 }
@@ -136,7 +192,18 @@ async fn retention_deletes_old_hours_in_memory_and_on_disk() {
     let old = NOW - 20 * 24 * HOUR_MS;
     {
         let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
-        apply(&store, &[batch("c1", 1, vec![ev("1", "old", "ClickAllowed", old), ev("2", "new", "ClickAllowed", NOW)])]).await;
+        apply(
+            &store,
+            &[batch(
+                "c1",
+                1,
+                vec![
+                    ev("1", "old", "ClickAllowed", old),
+                    ev("2", "new", "ClickAllowed", NOW),
+                ],
+            )],
+        )
+        .await;
         let removed = store.expire_before((NOW / HOUR_MS - 24) as u32).unwrap();
         assert_eq!(removed, 1);
         assert_eq!(total(&store, "old"), 0);
@@ -154,9 +221,14 @@ fn another_schema_version_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     {
         let db = sled::open(dir.path()).unwrap();
-        db.open_tree("counters").unwrap().insert(codec::SCHEMA_KEY, &7u32.to_be_bytes()).unwrap();
+        db.open_tree("counters")
+            .unwrap()
+            .insert(codec::SCHEMA_KEY, &7u32.to_be_bytes())
+            .unwrap();
         db.flush().unwrap();
     }
-    let e = CounterStore::open(dir.path(), 1 << 20).unwrap_err().to_string();
+    let e = CounterStore::open(dir.path(), 1 << 20)
+        .unwrap_err()
+        .to_string();
     assert!(e.contains("schema version 7"), "{e}");
 }

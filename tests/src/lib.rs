@@ -164,7 +164,10 @@ pub fn spawn_aggregator(port: u16, data: &Path, extra: &[&str]) -> ChildGuard {
     let guard = ChildGuard(child);
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(std::time::Instant::now() < deadline, "aggregator did not start on {port}");
+        assert!(
+            std::time::Instant::now() < deadline,
+            "aggregator did not start on {port}"
+        );
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
     guard

@@ -19,10 +19,15 @@ fn dry_run_counts_without_shipping() {
     let (ok, out, err) = run_binary(
         "clicktally-collector",
         &[
-            "--aggregator", "http://127.0.0.1:9", // nothing listens there: dry-run never connects
-            "--spool", spool.to_str().unwrap(),
-            "--input", &format!("defender:{}", examples()),
-            "--dry-run", "--report", "json",
+            "--aggregator",
+            "http://127.0.0.1:9", // nothing listens there: dry-run never connects
+            "--spool",
+            spool.to_str().unwrap(),
+            "--input",
+            &format!("defender:{}", examples()),
+            "--dry-run",
+            "--report",
+            "json",
         ],
     );
     assert!(ok, "{err}");
@@ -33,7 +38,10 @@ fn dry_run_counts_without_shipping() {
     assert_eq!(report["dead_lettered"], 1);
     assert_eq!(report["shipped"], 0);
     assert!(!spool.exists(), "dry-run must not write a spool");
-    assert!(err.contains("malformed JSON"), "the dead letter's reason is shown: {err}");
+    assert!(
+        err.contains("malformed JSON"),
+        "the dead letter's reason is shown: {err}"
+    );
 }
 
 #[test]
@@ -46,16 +54,23 @@ fn once_then_summary_in_every_format() {
     let (ok, out, err) = run_binary(
         "clicktally-collector",
         &[
-            "--aggregator", &endpoint,
-            "--spool", tmp.path().join("spool").to_str().unwrap(),
-            "--input", &format!("defender:{}/*.json", examples()),
-            "--input", &format!("defender:{}/*.jsonl", examples()),
+            "--aggregator",
+            &endpoint,
+            "--spool",
+            tmp.path().join("spool").to_str().unwrap(),
+            "--input",
+            &format!("defender:{}/*.json", examples()),
+            "--input",
+            &format!("defender:{}/*.jsonl", examples()),
             "--once",
         ],
     );
     assert!(ok, "{err}");
     assert!(out.contains("read                   90 records"), "{out}");
-    assert!(out.contains("shipped                88 (counted 88"), "{out}");
+    assert!(
+        out.contains("shipped                88 (counted 88"),
+        "{out}"
+    );
 
     let window = ["--since", "2026-11-01", "--until", "2026-12-31"];
     let summary = |extra: &[&str]| {
@@ -66,31 +81,89 @@ fn once_then_summary_in_every_format() {
         assert!(ok, "{err}");
         out
     };
-    let json: serde_json::Value = serde_json::from_str(&summary(&["--format", "json", "--limit", "0"])).unwrap();
+    let json: serde_json::Value =
+        serde_json::from_str(&summary(&["--format", "json", "--limit", "0"])).unwrap();
     let rows = json.as_array().unwrap();
     assert_eq!(rows.len(), 10);
     let first = &rows[0];
-    assert_eq!(first["Url"], "https://login-microsoftonline.com-secure.example/owa/auth");
     assert_eq!(
-        [&first["Blocked"], &first["Allowed"], &first["PendingVerdict"], &first["Error"], &first["ClickedThrough"], &first["Total"]],
+        first["Url"],
+        "https://login-microsoftonline.com-secure.example/owa/auth"
+    );
+    assert_eq!(
+        [
+            &first["Blocked"],
+            &first["Allowed"],
+            &first["PendingVerdict"],
+            &first["Error"],
+            &first["ClickedThrough"],
+            &first["Total"]
+        ],
         [14, 3, 2, 0, 2, 19]
     );
-    let paypal = rows.iter().find(|r| r["Url"].as_str().unwrap().contains("paypal")).unwrap();
-    assert_eq!((&paypal["Blocked"], &paypal["BlockedByPolicy"], &paypal["Total"]), (&7.into(), &3.into(), &10.into()));
+    let paypal = rows
+        .iter()
+        .find(|r| r["Url"].as_str().unwrap().contains("paypal"))
+        .unwrap();
+    assert_eq!(
+        (
+            &paypal["Blocked"],
+            &paypal["BlockedByPolicy"],
+            &paypal["Total"]
+        ),
+        (&7.into(), &3.into(), &10.into())
+    );
     let total: u64 = rows.iter().map(|r| r["Total"].as_u64().unwrap()).sum();
     assert_eq!(total, 88);
 
-    let limited: serde_json::Value = serde_json::from_str(&summary(&["--format", "json", "--limit", "2", "--order-by", "PendingVerdict"])).unwrap();
-    let urls: Vec<_> = limited.as_array().unwrap().iter().map(|r| r["Url"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(urls, ["https://bit.example/3xK9q", "https://login-microsoftonline.com-secure.example/owa/auth"]);
+    let limited: serde_json::Value = serde_json::from_str(&summary(&[
+        "--format",
+        "json",
+        "--limit",
+        "2",
+        "--order-by",
+        "PendingVerdict",
+    ]))
+    .unwrap();
+    let urls: Vec<_> = limited
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["Url"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        urls,
+        [
+            "https://bit.example/3xK9q",
+            "https://login-microsoftonline.com-secure.example/owa/auth"
+        ]
+    );
 
-    let csv = summary(&["--format", "csv", "--limit", "0", "--order-by", "Url", "--asc"]);
+    let csv = summary(&[
+        "--format",
+        "csv",
+        "--limit",
+        "0",
+        "--order-by",
+        "Url",
+        "--asc",
+    ]);
     let lines: Vec<_> = csv.lines().collect();
     assert_eq!(lines[0], "Url,Blocked,Allowed,PendingVerdict,Error,ClickedThrough,Total,BlockedByPolicy,FirstSeen,LastSeen");
     assert_eq!(lines.len(), 11);
     // "http://" sorts before "https://".
-    assert!(lines[1].starts_with("http://paypal.account-verify.example/signin?session=a81f,7,0,0,0,1,10,3,"), "{}", lines[1]);
-    assert!(lines[2].starts_with("https://bit.example/3xK9q,0,2,4,2,1,8,0,"), "{}", lines[2]);
+    assert!(
+        lines[1].starts_with(
+            "http://paypal.account-verify.example/signin?session=a81f,7,0,0,0,1,10,3,"
+        ),
+        "{}",
+        lines[1]
+    );
+    assert!(
+        lines[2].starts_with("https://bit.example/3xK9q,0,2,4,2,1,8,0,"),
+        "{}",
+        lines[2]
+    );
 
     let table = summary(&[]);
     for line in table.lines() {
@@ -98,7 +171,10 @@ fn once_then_summary_in_every_format() {
     }
     assert!(table.contains("10 of 10 rows"), "{table}");
 
-    let (ok, _, err) = run_binary("clicktally", &["summary", "--aggregator", &endpoint, "--order-by", "Colour"]);
+    let (ok, _, err) = run_binary(
+        "clicktally",
+        &["summary", "--aggregator", &endpoint, "--order-by", "Colour"],
+    );
     assert!(!ok);
     assert!(err.contains("unknown order_by column \"Colour\""), "{err}");
 }
@@ -110,14 +186,22 @@ fn collector_once_fails_clearly_when_nothing_acknowledges() {
     let (ok, _, err) = run_binary(
         "clicktally-collector",
         &[
-            "--aggregator", &format!("http://127.0.0.1:{port}"),
-            "--spool", tmp.path().join("spool").to_str().unwrap(),
-            "--input", &format!("defender:{}/sentinel-urlclickevents.jsonl", examples()),
-            "--once", "--deadline", "1500ms",
+            "--aggregator",
+            &format!("http://127.0.0.1:{port}"),
+            "--spool",
+            tmp.path().join("spool").to_str().unwrap(),
+            "--input",
+            &format!("defender:{}/sentinel-urlclickevents.jsonl", examples()),
+            "--once",
+            "--deadline",
+            "1500ms",
         ],
     );
     assert!(!ok);
-    assert!(err.contains("30 events still unacknowledged after 1.5s"), "{err}");
+    assert!(
+        err.contains("30 events still unacknowledged after 1.5s"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -125,8 +209,17 @@ fn a_missing_input_is_a_clear_error() {
     let tmp = tempfile::tempdir().unwrap();
     let (ok, _, err) = run_binary(
         "clicktally-collector",
-        &["--spool", tmp.path().join("s").to_str().unwrap(), "--input", "defender:/no/such/file.json", "--dry-run"],
+        &[
+            "--spool",
+            tmp.path().join("s").to_str().unwrap(),
+            "--input",
+            "defender:/no/such/file.json",
+            "--dry-run",
+        ],
     );
     assert!(!ok);
-    assert!(err.contains("input defender:/no/such/file.json: no such file or directory"), "{err}");
+    assert!(
+        err.contains("input defender:/no/such/file.json: no such file or directory"),
+        "{err}"
+    );
 }
