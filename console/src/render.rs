@@ -222,9 +222,8 @@ mod tests {
             "https://login-microsoftonline.com-secure.example/owa/auth/logon.aspx",
             30,
         );
+        assert_eq!(s, "login-microsoftonlin…ogon.aspx");
         assert_eq!(s.chars().count(), 30);
-        assert!(s.starts_with("login-microsoftonline"));
-        assert!(s.ends_with("logon.aspx"));
         assert_eq!(shorten("http://a.example/x", 30), "a.example/x");
     }
 
