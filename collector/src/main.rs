@@ -23,7 +23,7 @@ struct Args {
     #[arg(long, env = "CLICKTALLY_SPOOL", default_value = "clicktally-spool")]
     spool: PathBuf,
     /// An input, KIND:PATH, where PATH is a file, a directory or a glob (repeatable).
-    /// Kinds: defender.
+    /// Kinds: defender, proofpoint, mimecast.
     #[arg(long = "input", required = true, value_parser = parse_input)]
     inputs: Vec<InputSpec>,
     /// Read every input to its end, ship everything, wait for acknowledgement, print counts, exit.

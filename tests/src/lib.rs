@@ -172,3 +172,183 @@ pub fn spawn_aggregator(port: u16, data: &Path, extra: &[&str]) -> ChildGuard {
     }
     guard
 }
+
+/// What the generator wrote, counted independently of clicktally: URL -> (Blocked, Allowed,
+/// PendingVerdict, Error, ClickedThrough, Total), by construction of each row.
+pub type Expected = std::collections::BTreeMap<String, [u64; 6]>;
+
+/// A small deterministic generator (xorshift64*), so a failing run can be replayed by its seed.
+pub struct Rng(pub u64);
+
+impl Rng {
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 ^= self.0 >> 12;
+        self.0 ^= self.0 << 25;
+        self.0 ^= self.0 >> 27;
+        self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}
+
+/// Action types with the seed columns each adds to: (ActionType, [Blocked, Allowed, Pending, Error]).
+pub const ACTIONS: &[(&str, [u64; 4])] = &[
+    ("ClickBlocked", [1, 0, 0, 0]),
+    ("clickblocked;Warn", [1, 0, 0, 0]),
+    ("ClickBlockedByTenantPolicy", [0, 0, 0, 0]),
+    ("ClickAllowed", [0, 1, 0, 0]),
+    ("CLICKALLOWED", [0, 1, 0, 0]),
+    ("UrlScanInProgress", [0, 0, 1, 0]),
+    ("UrlErrorPage", [0, 0, 0, 1]),
+    ("SomethingElse", [0, 0, 0, 0]),
+];
+
+/// Writes `files` Defender blob files of `lines` lines each under `dir` (clicks within the last
+/// three days before `now_ms`, over `urls` distinct URLs, about 1% of lines repeated
+/// byte-for-byte), and returns what the seed query must answer.
+pub fn generate_defender(
+    dir: &Path,
+    files: usize,
+    lines: usize,
+    urls: u64,
+    now_ms: i64,
+    seed: u64,
+) -> Expected {
+    let mut rng = Rng(seed | 1);
+    let mut expected = Expected::new();
+    std::fs::create_dir_all(dir).unwrap();
+    let mut n = 0u64;
+    for f in 0..files {
+        let mut out = String::with_capacity(lines * 400);
+        let mut last = String::new();
+        for _ in 0..lines {
+            if !last.is_empty() && rng.below(100) == 0 {
+                out.push_str(&last);
+                continue;
+            }
+            n += 1;
+            // Skewed: low indexes are clicked far more often, as hot links are.
+            let spread = rng.below(urls) + 1;
+            let i = rng.below(spread);
+            let url = format!("https://host{}.example/path/{i}", i % 50);
+            let (action, cols) = ACTIONS[rng.below(ACTIONS.len() as u64) as usize];
+            let through = rng.below(10) == 0;
+            let t = now_ms - 60_000 - rng.below(72 * 3_600_000) as i64;
+            let ts = chrono_like(t);
+            last = format!(
+                "{{\"time\":\"{ts}\",\"tenantId\":\"t1\",\"category\":\"AdvancedHunting-UrlClickEvents\",\"properties\":{{\"Timestamp\":\"{ts}\",\"Url\":\"{url}\",\"ActionType\":\"{action}\",\"AccountUpn\":\"user{}@contoso.com\",\"IsClickedThrough\":{through},\"ReportId\":\"{n}\",\"NetworkMessageId\":\"m{n}\"}}}}\r\n",
+                rng.below(500)
+            );
+            out.push_str(&last);
+            let e = expected.entry(url).or_default();
+            for i in 0..4 {
+                e[i] += cols[i];
+            }
+            e[4] += u64::from(through);
+            e[5] += 1;
+        }
+        std::fs::write(dir.join(format!("blob-{f:03}.jsonl")), out).unwrap();
+    }
+    expected
+}
+
+/// RFC 3339 with 7 fractional digits, as Defender writes it, computed without a date library.
+fn chrono_like(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let frac = ms.rem_euclid(1000);
+    let days = secs.div_euclid(86_400);
+    let sod = secs.rem_euclid(86_400);
+    // Civil from days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let y = yoe + era * 400;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = if m <= 2 { y + 1 } else { y };
+    format!(
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}.{frac:03}0000Z",
+        sod / 3600,
+        sod % 3600 / 60,
+        sod % 60
+    )
+}
+
+/// Reduces Summary rows to the [`Expected`] shape.
+pub fn as_expected(rows: &[SummaryRow]) -> Expected {
+    rows.iter()
+        .map(|r| {
+            (
+                r.key.clone(),
+                [
+                    r.blocked,
+                    r.allowed,
+                    r.pending_verdict,
+                    r.error,
+                    r.clicked_through,
+                    r.total,
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Every row of a 7-day Summary from the aggregator at `endpoint`.
+pub async fn all_rows(endpoint: &str) -> Vec<SummaryRow> {
+    let mut client = ClickQueryClient::connect(endpoint.to_owned())
+        .await
+        .unwrap()
+        .max_decoding_message_size(512 * 1024 * 1024);
+    let mut rows = client
+        .summary(SummaryRequest {
+            order_by: "Url".into(),
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .rows;
+    rows.sort_by(|a, b| a.key.cmp(&b.key));
+    rows
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_times_are_rfc3339() {
+        assert_eq!(
+            super::chrono_like(1_796_126_400_123),
+            "2026-12-01T12:00:00.1230000Z"
+        );
+        assert_eq!(
+            super::chrono_like(951_782_400_000),
+            "2000-02-29T00:00:00.0000000Z"
+        );
+    }
+}
+
+/// The first few differences between two answers, for readable failures on large data.
+pub fn differences(got: &Expected, want: &Expected) -> Vec<String> {
+    let mut out = Vec::new();
+    for (url, w) in want {
+        match got.get(url) {
+            Some(g) if g == w => {}
+            Some(g) => out.push(format!("{url}: got {g:?}, want {w:?}")),
+            None => out.push(format!("{url}: missing, want {w:?}")),
+        }
+    }
+    for (url, g) in got {
+        if !want.contains_key(url) {
+            out.push(format!("{url}: unexpected {g:?}"));
+        }
+    }
+    out.truncate(10);
+    out
+}

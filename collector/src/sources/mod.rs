@@ -5,12 +5,18 @@ use std::fmt;
 use std::str::FromStr;
 
 pub mod defender;
+pub mod mimecast;
+pub mod proofpoint;
 
 /// The kinds of input the collector reads.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum SourceKind {
     /// Microsoft Defender for Office 365 `UrlClickEvents`.
     Defender,
+    /// Proofpoint TAP SIEM API responses (`/v2/siem/...`, `format=json`).
+    Proofpoint,
+    /// Mimecast URL Protect click logs (`/api/ttp/url/get-logs`).
+    Mimecast,
 }
 
 impl SourceKind {
@@ -18,6 +24,8 @@ impl SourceKind {
     pub fn name(self) -> &'static str {
         match self {
             Self::Defender => defender::SOURCE,
+            Self::Proofpoint => proofpoint::SOURCE,
+            Self::Mimecast => mimecast::SOURCE,
         }
     }
 
@@ -25,6 +33,8 @@ impl SourceKind {
     pub fn parse(self, chunk: &[u8], limits: &FieldLimits, out: &mut Vec<Record>) {
         match self {
             Self::Defender => defender::parse(chunk, limits, out),
+            Self::Proofpoint => proofpoint::parse(chunk, limits, out),
+            Self::Mimecast => mimecast::parse(chunk, limits, out),
         }
     }
 }
@@ -41,7 +51,11 @@ impl FromStr for SourceKind {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s.to_ascii_lowercase().as_str() {
             "defender" | "mdo" | "urlclickevents" => Ok(Self::Defender),
-            other => Err(format!("unknown source {other:?}; known sources: defender")),
+            "proofpoint" => Ok(Self::Proofpoint),
+            "mimecast" => Ok(Self::Mimecast),
+            other => Err(format!(
+                "unknown source {other:?}; known sources: defender, proofpoint, mimecast"
+            )),
         }
     }
 }
