@@ -13,7 +13,7 @@ use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
 use tokio_util::sync::CancellationToken;
 use tonic::{Request, Response, Status, Streaming};
-use tracing::{debug, error, info, warn};
+use tracing::{error, info, warn};
 
 /// One pushed batch waiting for the writer, with where its acknowledgement goes.
 pub struct ApplyCommand {
@@ -98,7 +98,9 @@ impl ClickIngest for IngestService {
                     None => break,
                     Some(Ok(batch)) => batch,
                     Some(Err(status)) => {
-                        debug!(?peer, %status, "push stream ended with an error");
+                        // A message the server cannot decode (oversize, garbage): say so.
+                        warn!(?peer, code = ?status.code(), cause = %status.message(), "push stream failed");
+                        let _ = reply.send(Err(status));
                         break;
                     }
                 };

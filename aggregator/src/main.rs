@@ -29,6 +29,12 @@ struct Args {
     /// Longest URL counted, in bytes.
     #[arg(long, env = "CLICKTALLY_MAX_URL_BYTES", default_value_t = 8192)]
     max_url_bytes: usize,
+    /// Largest gRPC message accepted, in bytes (a pushed batch must fit).
+    #[arg(long, env = "CLICKTALLY_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
+    max_message_bytes: usize,
+    /// Most events in one pushed batch.
+    #[arg(long, env = "CLICKTALLY_MAX_BATCH_EVENTS", default_value_t = 10_000)]
+    max_batch_events: usize,
     /// Log format: plain or json.
     #[arg(long, env = "CLICKTALLY_LOG_FORMAT", default_value = "plain")]
     log_format: String,
@@ -71,6 +77,8 @@ async fn main() -> ExitCode {
     config.cache_capacity = args.cache_mib * 1024 * 1024;
     config.exclusions = args.exclude;
     config.max_url_bytes = args.max_url_bytes;
+    config.max_message_bytes = args.max_message_bytes;
+    config.max_batch_events = args.max_batch_events;
     let listener = match tokio::net::TcpListener::bind(args.listen).await {
         Ok(l) => l,
         Err(e) => {

@@ -77,9 +77,15 @@ pub async fn run(
             )
             .await?;
             if shutdown.is_cancelled() {
-                return Err(CollectorError::Interrupted {
-                    unacked: spool.depth(),
-                });
+                // Stopping is normal for a long-running collector: what was read is spooled
+                // and checkpointed. For --once it means the job is not done.
+                return if config.once {
+                    Err(CollectorError::Interrupted {
+                        unacked: spool.depth(),
+                    })
+                } else {
+                    Ok(())
+                };
             }
         }
         if config.once {
