@@ -244,9 +244,18 @@ async fn read_file(
         }
         if let Some(spool) = spool {
             let mut depth = spool.watch_depth();
+            // A full spool pauses reading (this chunk is not checkpointed, so nothing is lost).
+            // With --once, waiting longer than the deadline for the aggregator is a failure.
             tokio::select! {
                 _ = depth.wait_for(|d| *d < config.max_spool_events) => {}
                 _ = shutdown.cancelled() => return Ok(()),
+                _ = tokio::time::sleep(config.once_deadline), if config.once => {
+                    return Err(CollectorError::Deadline {
+                        unacked: spool.depth(),
+                        waited: config.once_deadline,
+                        endpoint: config.shipper.endpoint.clone(),
+                    });
+                }
             }
             let cp = encode_checkpoint(parsed.end_offset, parsed.end_line, ino);
             spool

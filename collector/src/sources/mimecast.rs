@@ -23,7 +23,7 @@ use crate::record::{content_id, FieldLimits, Record};
 use crate::time::{check_range, parse_time_ms};
 use clicktally_proto::v1::ClickEvent;
 use serde::de::IgnoredAny;
-use serde::Deserialize;
+use serde::{Deserialize, Deserializer};
 use serde_json::value::RawValue;
 use serde_json::Value;
 use std::borrow::Cow;
@@ -32,7 +32,7 @@ use std::borrow::Cow;
 pub const SOURCE: &str = "mimecast";
 
 /// One chunk: a click-log row, or a response (`meta` / `data` / `fail`). The response keys are
-/// raw so that reading them cannot fail; a row never has them.
+/// raw so that reading them cannot fail (and present even when null); a row never has them.
 #[derive(Deserialize)]
 struct Row<'a> {
     #[serde(borrow, default)]
@@ -60,14 +60,19 @@ struct Row<'a> {
     #[serde(borrow, default)]
     category: Option<Cow<'a, str>>,
     /// Response: pagination and status.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     meta: Option<&'a RawValue>,
     /// Response: `[{"clickLogs":[...]}]`.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     data: Option<&'a RawValue>,
     /// Response: what Mimecast could not do.
-    #[serde(borrow, default)]
+    #[serde(borrow, default, deserialize_with = "present")]
     fail: Option<&'a RawValue>,
+}
+
+/// A key that is there, even when its value is `null` (which `Option` would read as absent).
+fn present<'de, D: Deserializer<'de>>(d: D) -> Result<Option<&'de RawValue>, D::Error> {
+    <&RawValue>::deserialize(d).map(Some)
 }
 
 /// One entry of a response's `data`.
