@@ -319,21 +319,6 @@ pub async fn all_rows(endpoint: &str) -> Vec<SummaryRow> {
     rows
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn generated_times_are_rfc3339() {
-        assert_eq!(
-            super::chrono_like(1_796_126_400_123),
-            "2026-12-01T12:00:00.1230000Z"
-        );
-        assert_eq!(
-            super::chrono_like(951_782_400_000),
-            "2000-02-29T00:00:00.0000000Z"
-        );
-    }
-}
-
 /// The first few differences between two answers, for readable failures on large data.
 pub fn differences(got: &Expected, want: &Expected) -> Vec<String> {
     let mut out = Vec::new();
@@ -351,4 +336,19 @@ pub fn differences(got: &Expected, want: &Expected) -> Vec<String> {
     }
     out.truncate(10);
     out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_times_are_rfc3339() {
+        assert_eq!(
+            super::chrono_like(1_796_126_400_123),
+            "2026-12-01T12:00:00.1230000Z"
+        );
+        assert_eq!(
+            super::chrono_like(951_782_400_000),
+            "2000-02-29T00:00:00.0000000Z"
+        );
+    }
 }
