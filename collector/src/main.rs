@@ -47,6 +47,9 @@ struct Args {
     /// Batches in flight before waiting for acknowledgements.
     #[arg(long, default_value_t = 8)]
     max_in_flight: usize,
+    /// Most events held in the spool while the aggregator is away; inputs pause above it.
+    #[arg(long, env = "CLICKTALLY_MAX_SPOOL_EVENTS", default_value_t = 5_000_000)]
+    max_spool_events: u64,
     /// Longest line or document read, in bytes.
     #[arg(long, default_value_t = 16 * 1024 * 1024)]
     max_record_bytes: u64,
@@ -86,6 +89,7 @@ async fn main() -> ExitCode {
     config.dead_letter = args.dead_letter;
     config.max_record_bytes = args.max_record_bytes;
     config.max_url_bytes = args.max_url_bytes;
+    config.max_spool_events = args.max_spool_events.max(1);
     config.shipper.endpoint = args.aggregator;
     config.shipper.batch_events = args.batch_events.max(1);
     config.shipper.linger = args.linger;
