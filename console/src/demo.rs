@@ -1,5 +1,5 @@
 //! `clicktally demo`: an aggregator and a collector in one process on loopback, with temporary
-//! sled directories, fed the sample Defender files from `examples/` (embedded in the binary)
+//! sled directories, fed the sample vendor files from `examples/` (embedded in the binary)
 //! replayed as if they had just happened; then the seed's table.
 
 use crate::query::{summary, ConsoleError};
@@ -28,6 +28,16 @@ pub const EXAMPLES: &[(&str, SourceKind, &str)] = &[
         "defender/sentinel-urlclickevents.jsonl",
         SourceKind::Defender,
         include_str!("../../examples/defender/sentinel-urlclickevents.jsonl"),
+    ),
+    (
+        "proofpoint/siem-all-2026-11-29.json",
+        SourceKind::Proofpoint,
+        include_str!("../../examples/proofpoint/siem-all-2026-11-29.json"),
+    ),
+    (
+        "mimecast/url-logs-2026-11-29.json",
+        SourceKind::Mimecast,
+        include_str!("../../examples/mimecast/url-logs-2026-11-29.json"),
     ),
 ];
 
@@ -85,7 +95,7 @@ pub async fn run(width: usize) -> Result<String, ConsoleError> {
         .map_err(|e| demo_err(&e))?;
 
     let mut out = format!(
-        "clicktally demo: aggregator on {addr}, sample Defender files replayed as the last few days\n\n{report}\n\n"
+        "clicktally demo: aggregator on {addr}, sample Defender, Proofpoint and Mimecast files replayed as the last few days\n\n{report}\n\n"
     );
     let req = SummaryRequest {
         order_by: "Total".into(),
