@@ -1,6 +1,7 @@
 //! `CollectorConfig`: what the collector reads, where it spools, and where it ships.
 
 use crate::input::InputSpec;
+use crate::poll::PollerConfig;
 use crate::shipper::ShipperConfig;
 use std::path::PathBuf;
 use std::time::Duration;
@@ -34,6 +35,10 @@ pub struct CollectorConfig {
     pub max_spool_events: u64,
     /// For demos: shift every click time by this many ms (0: as read).
     pub time_shift_ms: i64,
+    /// API pollers (Proofpoint TAP, Mimecast).
+    pub pollers: Vec<PollerConfig>,
+    /// Without `once`: how often inputs are scanned for new lines and new files.
+    pub follow_interval: Duration,
 }
 
 impl CollectorConfig {
@@ -53,6 +58,8 @@ impl CollectorConfig {
             chunk_records: 2000,
             max_spool_events: 5_000_000,
             time_shift_ms: 0,
+            pollers: Vec::new(),
+            follow_interval: Duration::from_secs(1),
         }
     }
 

@@ -5,6 +5,7 @@ use serde::Serialize;
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 /// Longest raw record kept in a dead letter; longer ones are cut (the reason says how long it was).
 pub const MAX_RAW_BYTES: usize = 64 * 1024;
@@ -42,11 +43,12 @@ impl DeadLetter {
 }
 
 /// Appends dead letters to a file, synced before the input's checkpoint moves past them.
+/// Shared by every input and poller.
 pub struct DeadLetterFile {
     /// Where they go.
     path: PathBuf,
     /// The open file, in append mode.
-    file: File,
+    file: Mutex<File>,
 }
 
 impl DeadLetterFile {
@@ -61,7 +63,7 @@ impl DeadLetterFile {
         let file = OpenOptions::new().create(true).append(true).open(path)?;
         Ok(Self {
             path: path.to_owned(),
-            file,
+            file: Mutex::new(file),
         })
     }
 
@@ -69,7 +71,7 @@ impl DeadLetterFile {
     ///
     /// # Errors
     /// When the file cannot be written.
-    pub fn append(&mut self, letters: &[DeadLetter]) -> io::Result<()> {
+    pub fn append(&self, letters: &[DeadLetter]) -> io::Result<()> {
         if letters.is_empty() {
             return Ok(());
         }
@@ -78,8 +80,9 @@ impl DeadLetterFile {
             serde_json::to_writer(&mut buf, l).map_err(io::Error::other)?;
             buf.push(b'\n');
         }
-        self.file.write_all(&buf)?;
-        self.file.sync_data()
+        let mut file = self.file.lock().unwrap_or_else(|p| p.into_inner());
+        file.write_all(&buf)?;
+        file.sync_data()
     }
 
     /// The file's path.

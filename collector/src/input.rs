@@ -118,6 +118,8 @@ pub struct ChunkReader {
     line: u64,
     max_bytes: u64,
     done: bool,
+    /// Leave a last line without its newline for later: the file is still being written.
+    follow: bool,
 }
 
 impl ChunkReader {
@@ -150,7 +152,15 @@ impl ChunkReader {
             line,
             max_bytes,
             done: false,
+            follow: false,
         })
+    }
+
+    /// Reads as a file that is still growing: a last line without a newline is left unread
+    /// (its offset is not passed) until the writer finishes it.
+    pub fn following(mut self) -> Self {
+        self.follow = true;
+        self
     }
 
     /// The layout detected for the file.
@@ -219,7 +229,7 @@ impl ChunkReader {
                     break;
                 }
             }
-            if len == 0 {
+            if len == 0 || (self.follow && !newline) {
                 self.done = true;
                 return Ok(None);
             }
@@ -324,6 +334,15 @@ mod tests {
         assert_eq!(c.len(), 1);
         assert!(c[0].bytes.starts_with(b"{\n  \"records\""));
         assert_eq!(c[0].end_offset, 34);
+    }
+
+    #[test]
+    fn a_followed_file_leaves_an_unfinished_last_line() {
+        let f = write(b"{\"a\":1}\n{\"a\":");
+        let mut r = ChunkReader::open(f.path(), 0, 0, 1024).unwrap().following();
+        let c = r.next_chunk().unwrap().unwrap();
+        assert_eq!((c.bytes.as_slice(), c.end_offset), (&b"{\"a\":1}"[..], 8));
+        assert!(r.next_chunk().unwrap().is_none());
     }
 
     #[test]

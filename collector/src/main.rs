@@ -1,6 +1,9 @@
 //! `clicktally-collector`: a thin CLI over [`clicktally_collector::run`].
+//!
+//! Precedence: flags, then environment variables, then the `--config` file, then defaults.
 
 use clap::Parser;
+use clicktally_collector::config_file::CollectorFile;
 use clicktally_collector::input::{parse_input, InputSpec};
 use clicktally_collector::CollectorConfig;
 use std::path::PathBuf;
@@ -8,54 +11,61 @@ use std::process::ExitCode;
 use std::time::Duration;
 use tokio_util::sync::CancellationToken;
 
-/// Reads click events from vendor sources, spools them on disk and ships them to the aggregator.
+/// Reads click events from vendor files and APIs, spools them on disk and ships them to the
+/// aggregator.
 #[derive(Debug, Parser)]
 #[command(name = "clicktally-collector", version)]
 struct Args {
-    /// The aggregator's gRPC endpoint.
-    #[arg(
-        long,
-        env = "CLICKTALLY_AGGREGATOR",
-        default_value = "http://127.0.0.1:7401"
-    )]
-    aggregator: String,
-    /// Spool directory (sled); events wait here until the aggregator acknowledges them.
-    #[arg(long, env = "CLICKTALLY_SPOOL", default_value = "clicktally-spool")]
-    spool: PathBuf,
-    /// An input, KIND:PATH, where PATH is a file, a directory or a glob (repeatable).
-    /// Kinds: defender, proofpoint, mimecast.
-    #[arg(long = "input", required = true, value_parser = parse_input)]
+    /// TOML config file (see deploy/collector.toml); flags and environment variables override it.
+    #[arg(long, env = "CLICKTALLY_COLLECTOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// The aggregator's gRPC endpoint [default: http://127.0.0.1:7401].
+    #[arg(long, env = "CLICKTALLY_AGGREGATOR")]
+    aggregator: Option<String>,
+    /// Spool directory (sled); events wait here until the aggregator acknowledges them
+    /// [default: clicktally-spool].
+    #[arg(long, env = "CLICKTALLY_SPOOL")]
+    spool: Option<PathBuf>,
+    /// An input, KIND:PATH, where PATH is a file, a directory or a glob (repeatable; added to
+    /// the config file's sources). Kinds: defender, proofpoint, mimecast.
+    #[arg(long = "input", value_parser = parse_input)]
     inputs: Vec<InputSpec>,
-    /// Read every input to its end, ship everything, wait for acknowledgement, print counts, exit.
+    /// Read every input to its end (pollers: up to now), ship everything, wait for
+    /// acknowledgement, print counts, exit. Without it, files are followed as they grow.
     #[arg(long)]
     once: bool,
     /// Parse and normalise only; print the counts; ship nothing (no spool is written).
     #[arg(long, conflicts_with = "once")]
     dry_run: bool,
-    /// With --once: give up (exit 1) if not everything is acknowledged within this time.
-    #[arg(long, env = "CLICKTALLY_DEADLINE", default_value = "5m", value_parser = humantime::parse_duration)]
-    deadline: Duration,
-    /// Dead-letter file for unreadable records (default: SPOOL/dead-letter.jsonl).
+    /// With --once: give up (exit 1) if the aggregator has not acknowledged everything within
+    /// this time [default: 5m].
+    #[arg(long, env = "CLICKTALLY_DEADLINE", value_parser = humantime::parse_duration)]
+    deadline: Option<Duration>,
+    /// Dead-letter file for unreadable records [default: SPOOL/dead-letter.jsonl].
     #[arg(long, env = "CLICKTALLY_DEAD_LETTER")]
     dead_letter: Option<PathBuf>,
-    /// Most events per shipped batch.
-    #[arg(long, default_value_t = 1000)]
-    batch_events: usize,
-    /// How long a partial batch waits for more events.
-    #[arg(long, default_value = "20ms", value_parser = humantime::parse_duration)]
-    linger: Duration,
-    /// Batches in flight before waiting for acknowledgements.
-    #[arg(long, default_value_t = 8)]
-    max_in_flight: usize,
-    /// Most events held in the spool while the aggregator is away; inputs pause above it.
-    #[arg(long, env = "CLICKTALLY_MAX_SPOOL_EVENTS", default_value_t = 5_000_000)]
-    max_spool_events: u64,
-    /// Longest line or document read, in bytes.
-    #[arg(long, default_value_t = 16 * 1024 * 1024)]
-    max_record_bytes: u64,
-    /// Longest URL accepted, in bytes.
-    #[arg(long, default_value_t = 8192)]
-    max_url_bytes: usize,
+    /// Most events per shipped batch [default: 1000].
+    #[arg(long, env = "CLICKTALLY_BATCH_EVENTS")]
+    batch_events: Option<usize>,
+    /// How long a partial batch waits for more events [default: 20ms].
+    #[arg(long, env = "CLICKTALLY_LINGER", value_parser = humantime::parse_duration)]
+    linger: Option<Duration>,
+    /// Batches in flight before waiting for acknowledgements [default: 8].
+    #[arg(long, env = "CLICKTALLY_MAX_IN_FLIGHT")]
+    max_in_flight: Option<usize>,
+    /// Most events held in the spool while the aggregator is away; inputs pause above it
+    /// [default: 5000000].
+    #[arg(long, env = "CLICKTALLY_MAX_SPOOL_EVENTS")]
+    max_spool_events: Option<u64>,
+    /// Longest line or document read, in bytes [default: 16777216].
+    #[arg(long, env = "CLICKTALLY_MAX_RECORD_BYTES")]
+    max_record_bytes: Option<u64>,
+    /// Longest URL accepted, in bytes [default: 8192].
+    #[arg(long, env = "CLICKTALLY_MAX_URL_BYTES")]
+    max_url_bytes: Option<usize>,
+    /// How often followed inputs are scanned for new lines and files [default: 1s].
+    #[arg(long, env = "CLICKTALLY_FOLLOW_INTERVAL", value_parser = humantime::parse_duration)]
+    follow_interval: Option<Duration>,
     /// Report format: text or json.
     #[arg(long, default_value = "text")]
     report: String,
@@ -77,24 +87,77 @@ fn init_logging(format: &str) {
     }
 }
 
+/// Flags over the file over the defaults.
+fn configure(args: Args) -> Result<(CollectorConfig, String), String> {
+    let file = match &args.config {
+        Some(path) => CollectorFile::read(path)?,
+        None => CollectorFile::default(),
+    };
+    let sources = file.sources(&|var| std::env::var(var).ok())?;
+    let spool = args
+        .spool
+        .or(file.spool)
+        .unwrap_or_else(|| PathBuf::from("clicktally-spool"));
+    let mut c = CollectorConfig::new(spool);
+    c.inputs = sources.inputs;
+    c.inputs.extend(args.inputs);
+    c.pollers = sources.pollers;
+    if c.inputs.is_empty() && c.pollers.is_empty() {
+        return Err(
+            "nothing to read: give --input KIND:PATH or [[source]] entries in --config".into(),
+        );
+    }
+    c.once = args.once;
+    c.dry_run = args.dry_run;
+    c.dead_letter = args.dead_letter.or(file.dead_letter);
+    c.once_deadline = args.deadline.or(file.deadline).unwrap_or(c.once_deadline);
+    c.max_spool_events = args
+        .max_spool_events
+        .or(file.max_spool_events)
+        .unwrap_or(c.max_spool_events)
+        .max(1);
+    c.max_record_bytes = args
+        .max_record_bytes
+        .or(file.max_record_bytes)
+        .unwrap_or(c.max_record_bytes);
+    c.max_url_bytes = args
+        .max_url_bytes
+        .or(file.max_url_bytes)
+        .unwrap_or(c.max_url_bytes);
+    c.follow_interval = args
+        .follow_interval
+        .or(file.follow_interval)
+        .unwrap_or(c.follow_interval);
+    let s = &mut c.shipper;
+    s.endpoint = args
+        .aggregator
+        .or(file.aggregator)
+        .unwrap_or_else(|| s.endpoint.clone());
+    s.batch_events = args
+        .batch_events
+        .or(file.batch_events)
+        .unwrap_or(s.batch_events)
+        .max(1);
+    s.linger = args.linger.or(file.linger).unwrap_or(s.linger);
+    s.max_in_flight = args
+        .max_in_flight
+        .or(file.max_in_flight)
+        .unwrap_or(s.max_in_flight)
+        .max(1);
+    Ok((c, args.report))
+}
+
 #[tokio::main]
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log_format);
-    let mut config = CollectorConfig::new(&args.spool);
-    config.inputs = args.inputs;
-    config.once = args.once;
-    config.dry_run = args.dry_run;
-    config.once_deadline = args.deadline;
-    config.dead_letter = args.dead_letter;
-    config.max_record_bytes = args.max_record_bytes;
-    config.max_url_bytes = args.max_url_bytes;
-    config.max_spool_events = args.max_spool_events.max(1);
-    config.shipper.endpoint = args.aggregator;
-    config.shipper.batch_events = args.batch_events.max(1);
-    config.shipper.linger = args.linger;
-    config.shipper.max_in_flight = args.max_in_flight.max(1);
-
+    let (config, report_format) = match configure(args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("clicktally-collector: {e}");
+            return ExitCode::from(2);
+        }
+    };
     let shutdown = CancellationToken::new();
     {
         let shutdown = shutdown.clone();
@@ -105,7 +168,7 @@ async fn main() -> ExitCode {
     }
     match clicktally_collector::run(config, shutdown).await {
         Ok(report) => {
-            if args.report == "json" {
+            if report_format == "json" {
                 println!("{}", serde_json::to_string(&report).unwrap_or_default());
             } else {
                 println!("{report}");
