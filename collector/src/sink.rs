@@ -138,6 +138,8 @@ impl Sink {
             let mut depth = spool.watch_depth();
             let deadline = self.once_deadline;
             tokio::select! {
+                // Room in the spool wins over a stop: what was fetched is kept, not refetched.
+                biased;
                 _ = depth.wait_for(|d| *d < self.max_spool_events) => {}
                 _ = self.shutdown.cancelled() => return Ok(Committed::Stopped),
                 _ = tokio::time::sleep(deadline.unwrap_or_default()), if deadline.is_some() => {

@@ -4,7 +4,7 @@
 //! `meta.pagination.next` page tokens. The checkpoint (window and page token) moves with every
 //! page, so a restart resumes at the page it stopped on.
 
-use super::{fetched, pause, Backoff, Fetched};
+use super::{fetched, pause, send, Backoff, Fetched};
 use crate::error::CollectorError;
 use crate::record::FieldLimits;
 use crate::secret::Secret;
@@ -93,16 +93,21 @@ fn mimecast_time(ms: i64) -> String {
         .unwrap_or_default()
 }
 
-async fn token(client: &reqwest::Client, config: &ApiConfig) -> Result<Bearer, Fetched> {
-    let resp = client
+async fn token(
+    client: &reqwest::Client,
+    config: &ApiConfig,
+    sink: &Sink,
+) -> Result<Bearer, Fetched> {
+    let req = client
         .post(format!("{}/oauth/token", config.base_url))
         .form(&[
             ("client_id", config.client_id.expose()),
             ("client_secret", config.client_secret.expose()),
             ("grant_type", "client_credentials"),
-        ])
-        .send()
-        .await;
+        ]);
+    let Some(resp) = send(sink, req).await else {
+        return Err(Fetched::Retry(None, "shutting down".into()));
+    };
     match fetched(resp).await {
         Fetched::Body(body) => {
             let t: Token = serde_json::from_slice(&body)
@@ -167,7 +172,7 @@ pub async fn run(
             .as_ref()
             .is_none_or(|b| Instant::now() >= b.refresh_at)
         {
-            match token(&client, &config).await {
+            match token(&client, &config, &sink).await {
                 Ok(b) => bearer = Some(b),
                 Err(failure) => {
                     if !retry(&config, &sink, &mut backoff, failure, once).await? {
@@ -189,12 +194,13 @@ pub async fn run(
             "meta": { "pagination": pagination },
             "data": [{ "from": mimecast_time(cursor.from), "to": mimecast_time(to), "route": "all", "scanResult": "all" }]
         });
-        let resp = client
+        let req = client
             .post(format!("{}/api/ttp/url/get-logs", config.base_url))
             .bearer_auth(&auth)
-            .json(&body)
-            .send()
-            .await;
+            .json(&body);
+        let Some(resp) = send(&sink, req).await else {
+            return Ok(());
+        };
         let limits = FieldLimits {
             max_url_bytes,
             now_ms: now,

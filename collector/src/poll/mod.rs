@@ -95,6 +95,18 @@ pub async fn pause(sink: &Sink, d: Duration) -> bool {
     }
 }
 
+/// Sends a request unless shutdown comes first (`None`): a slow or hanging API never holds
+/// up a stop.
+pub async fn send(
+    sink: &Sink,
+    req: reqwest::RequestBuilder,
+) -> Option<Result<reqwest::Response, reqwest::Error>> {
+    tokio::select! {
+        r = req.send() => Some(r),
+        _ = sink.shutdown.cancelled() => None,
+    }
+}
+
 /// What a poll attempt came to, before parsing.
 #[derive(Debug)]
 pub enum Fetched {

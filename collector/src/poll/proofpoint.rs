@@ -5,7 +5,7 @@
 //! `queryEndTime` kept as the checkpoint. Repeats from the overlap carry the same `id` and are
 //! counted once by the aggregator.
 
-use super::{fetched, pause, rfc3339, Backoff, Fetched};
+use super::{fetched, pause, rfc3339, send, Backoff, Fetched};
 use crate::error::CollectorError;
 use crate::record::FieldLimits;
 use crate::secret::Secret;
@@ -99,12 +99,13 @@ pub async fn run(
         }
         let url = format!("{}/v2/siem/{}", config.base_url, config.endpoint);
         let interval = format!("{}/{}", rfc3339(start), rfc3339(end));
-        let resp = client
+        let req = client
             .get(&url)
             .basic_auth(config.principal.expose(), Some(config.secret.expose()))
-            .query(&[("format", "json"), ("interval", interval.as_str())])
-            .send()
-            .await;
+            .query(&[("format", "json"), ("interval", interval.as_str())]);
+        let Some(resp) = send(&sink, req).await else {
+            return Ok(());
+        };
         let limits = FieldLimits {
             max_url_bytes,
             now_ms: now,
