@@ -335,3 +335,32 @@ page_size = 500
         assert!(f.sources(&env).unwrap_err().contains("at most 1h"));
     }
 }
+
+#[cfg(test)]
+mod shipped_example {
+    /// `[[source]]` or `key = value`: a commented-out setting rather than prose.
+    fn is_setting(line: &str) -> bool {
+        line.starts_with("[[")
+            || line.split_once(" = ").is_some_and(|(k, _)| {
+                !k.is_empty() && k.chars().all(|c| c.is_ascii_lowercase() || c == '_')
+            })
+    }
+
+    #[test]
+    fn the_example_in_deploy_parses() {
+        let text = include_str!("../../deploy/collector.toml");
+        let f = super::CollectorFile::parse(text).unwrap();
+        assert_eq!(f.sources.len(), 1);
+        assert_eq!(f.batch_events, Some(1000));
+        // The commented-out pollers parse too, once uncommented.
+        let uncommented: String = text
+            .lines()
+            .map(|l| l.strip_prefix("# ").filter(|r| is_setting(r)).unwrap_or(l))
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let f = super::CollectorFile::parse(&uncommented).unwrap();
+        assert_eq!(f.sources.len(), 5);
+        let env = |_: &str| Some("x".to_string());
+        assert_eq!(f.sources(&env).unwrap().pollers.len(), 2);
+    }
+}

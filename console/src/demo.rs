@@ -101,7 +101,7 @@ pub async fn run(width: usize) -> Result<String, ConsoleError> {
         order_by: "Total".into(),
         ..Default::default()
     };
-    out.push_str(&summary(&format!("http://{addr}"), req, Format::Table, width).await?);
+    out.push_str(&summary(&format!("http://{addr}"), req, Format::Table, width, false).await?);
     stop.cancel();
     match aggregator.await {
         Ok(Ok(())) => Ok(out),

@@ -35,6 +35,9 @@ enum Command {
         /// Output format.
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
+        /// Table: add a column of clicks per source (JSON and CSV always carry them).
+        #[arg(long)]
+        per_source: bool,
     },
     /// Start an aggregator and a collector in this process with the sample data and show the table.
     Demo,
@@ -56,10 +59,11 @@ async fn main() -> ExitCode {
             query,
             limit,
             format,
+            per_source,
         } => {
             let now = chrono::Utc::now().timestamp_millis();
             match query.request(now, limit) {
-                Ok(req) => summary(&aggregator, req, format, terminal_width()).await,
+                Ok(req) => summary(&aggregator, req, format, terminal_width(), per_source).await,
                 Err(e) => Err(e),
             }
         }

@@ -152,12 +152,13 @@ pub async fn summary(
     req: SummaryRequest,
     format: Format,
     width: usize,
+    per_source: bool,
 ) -> Result<String, ConsoleError> {
     let group_by = GroupBy::try_from(req.group_by).unwrap_or(GroupBy::Url);
     let mut client = connect(endpoint).await?;
     let resp: SummaryResponse = client.summary(req).await?.into_inner();
     Ok(match format {
-        Format::Table => render::table(&resp, group_by, width),
+        Format::Table => render::table(&resp, group_by, width, per_source),
         Format::Json => render::json(&resp.rows, group_by) + "\n",
         Format::Csv => render::csv(&resp.rows, group_by),
     })

@@ -2,6 +2,8 @@
 //! names, or as CSV.
 
 use crate::timearg::{format_minute, format_rfc3339};
+#[cfg(test)]
+use clicktally_proto::v1::SourceCount;
 use clicktally_proto::v1::{GroupBy, SummaryResponse, SummaryRow};
 use serde::Serialize;
 use std::collections::BTreeMap;
@@ -157,14 +159,37 @@ pub fn shorten(s: &str, width: usize) -> String {
 
 const NUMBER_COLUMNS: [&str; 6] = ["Blocked", "Allowed", "Pending", "Error", "Through", "Total"];
 
-/// Rows as an aligned table `width` characters wide, with a footer naming the window.
-pub fn table(resp: &SummaryResponse, group_by: GroupBy, width: usize) -> String {
+/// Width of the optional per-source column.
+const SOURCES_WIDTH: usize = 15;
+
+/// Clicks per source, compactly: `de19 mi3 pr3` (first two letters of each source).
+pub fn sources_cell(row: &SummaryRow) -> String {
+    row.sources
+        .iter()
+        .map(|s| {
+            format!(
+                "{}{}",
+                s.source.chars().take(2).collect::<String>(),
+                s.count
+            )
+        })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
+/// Rows as an aligned table `width` characters wide, with a footer naming the window;
+/// `per_source` adds a column of clicks per source.
+pub fn table(resp: &SummaryResponse, group_by: GroupBy, width: usize, per_source: bool) -> String {
     let numbers_width: usize = NUMBER_COLUMNS.iter().map(|h| h.len() + 1).sum();
-    let key_width = width.saturating_sub(numbers_width).max(20);
+    let extra = if per_source { SOURCES_WIDTH + 1 } else { 0 };
+    let key_width = width.saturating_sub(numbers_width + extra).max(20);
     let mut out = String::new();
     let _ = write!(out, "{:<key_width$}", key_name(group_by));
     for h in NUMBER_COLUMNS {
         let _ = write!(out, " {h:>w$}", w = h.len());
+    }
+    if per_source {
+        let _ = write!(out, " {:<SOURCES_WIDTH$}", "Sources");
     }
     out.push('\n');
     for r in &resp.rows {
@@ -181,6 +206,10 @@ pub fn table(resp: &SummaryResponse, group_by: GroupBy, width: usize) -> String 
         ];
         for (h, v) in NUMBER_COLUMNS.iter().zip(values) {
             let _ = write!(out, " {v:>w$}", w = h.len());
+        }
+        if per_source {
+            let cell = shorten(&sources_cell(r), SOURCES_WIDTH);
+            let _ = write!(out, " {cell:<SOURCES_WIDTH$}");
         }
         out.push('\n');
     }
@@ -238,11 +267,26 @@ mod tests {
             total_rows: 1,
             ..Default::default()
         };
-        let t = table(&resp, GroupBy::Url, 80);
+        let t = table(&resp, GroupBy::Url, 80, false);
         for line in t.lines().take(2) {
             assert_eq!(line.chars().count(), 80, "{line}");
         }
         assert!(t.lines().nth(1).unwrap().ends_with("99999"));
+        let mut resp = resp;
+        resp.rows[0].sources = vec![
+            SourceCount {
+                source: "defender".into(),
+                count: 19,
+            },
+            SourceCount {
+                source: "proofpoint".into(),
+                count: 3,
+            },
+        ];
+        let t = table(&resp, GroupBy::Url, 80, true);
+        let line = t.lines().nth(1).unwrap();
+        assert_eq!(line.chars().count(), 80, "{line}");
+        assert!(line.ends_with("99999 de19 pr3       "), "{line}");
     }
 
     #[test]

@@ -223,3 +223,107 @@ fn a_missing_input_is_a_clear_error() {
         "{err}"
     );
 }
+
+#[test]
+fn a_config_file_with_three_vendors_and_per_source_views() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _agg = spawn_aggregator(port, &tmp.path().join("data"), &["--retention", "36500d"]);
+    let examples = Path::new(env!("CARGO_MANIFEST_DIR")).join("../examples");
+    let config = tmp.path().join("collector.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "aggregator = \"http://127.0.0.1:{port}\"\nspool = \"{}\"\n\n[[source]]\nkind = \"defender\"\npath = \"{}\"\n\n[[source]]\nkind = \"proofpoint\"\npath = \"{}\"\n\n[[source]]\nkind = \"mimecast\"\npath = \"{}\"\n",
+            tmp.path().join("spool").display(),
+            examples.join("defender").display(),
+            examples.join("proofpoint").display(),
+            examples.join("mimecast").display(),
+        ),
+    )
+    .unwrap();
+    let (ok, out, err) = run_binary(
+        "clicktally-collector",
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--once",
+            "--report",
+            "json",
+        ],
+    );
+    assert!(ok, "{err}");
+    let report: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(
+        (&report["events"], &report["applied"], &report["skipped"]),
+        (&111.into(), &111.into(), &5.into())
+    );
+
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let window = ["--since", "2026-11-01", "--until", "2026-12-31"];
+    let mut args = vec![
+        "summary",
+        "--aggregator",
+        endpoint.as_str(),
+        "--source",
+        "mimecast",
+        "--format",
+        "json",
+        "--order-by",
+        "Url",
+        "--asc",
+    ];
+    args.extend_from_slice(&window);
+    let (ok, out, err) = run_binary("clicktally", &args);
+    assert!(ok, "{err}");
+    let rows: serde_json::Value = serde_json::from_str(&out).unwrap();
+    let totals: Vec<(String, u64)> = rows
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            (
+                r["Url"].as_str().unwrap().to_owned(),
+                r["Total"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(totals.iter().map(|t| t.1).sum::<u64>(), 11);
+    assert_eq!(
+        totals[0],
+        (
+            "http://paypal.account-verify.example/signin?session=a81f".to_string(),
+            2
+        )
+    );
+
+    let mut args = vec![
+        "summary",
+        "--aggregator",
+        endpoint.as_str(),
+        "--per-source",
+        "--limit",
+        "1",
+    ];
+    args.extend_from_slice(&window);
+    let (ok, out, err) = run_binary("clicktally", &args);
+    assert!(ok, "{err}");
+    let first = out.lines().nth(1).unwrap();
+    assert!(
+        first.contains("    18       5       2     0       3    25 de19 mi3 pr3"),
+        "{out}"
+    );
+
+    // A config error names the key and what is wrong, and exits 2.
+    std::fs::write(&config, "[[source]]\nkind = \"defender\"\npaht = \"/x\"\n").unwrap();
+    let out = std::process::Command::new(clicktally_tests::binary("clicktally-collector"))
+        .args(["--config", config.to_str().unwrap(), "--dry-run"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("unknown field `paht`, expected `path`"),
+        "{err}"
+    );
+}

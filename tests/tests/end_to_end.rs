@@ -200,6 +200,7 @@ async fn summary_json_uses_the_seed_column_names_and_health_is_served() {
         },
         clicktally_console::render::Format::Json,
         80,
+        false,
     )
     .await
     .unwrap();
