@@ -369,6 +369,22 @@ async fn mc_logs(
     Json(json!({"meta": {"status": 200, "pagination": pagination}, "data": [{"clickLogs": logs}], "fail": []})).into_response()
 }
 
+/// A copy of what the Mimecast server saw, so no lock is held across an await.
+struct Snapshot {
+    calls: Vec<(Option<String>, String, String)>,
+    issued: usize,
+}
+
+impl Snapshot {
+    fn of(mc: &Arc<Mutex<Mimecast>>) -> Self {
+        let m = mc.lock().unwrap();
+        Self {
+            calls: m.calls.clone(),
+            issued: m.issued,
+        }
+    }
+}
+
 fn mc_server(slow_p2: Duration) -> Arc<Mutex<Mimecast>> {
     Arc::new(Mutex::new(Mimecast {
         tokens: HashMap::new(),
@@ -416,7 +432,7 @@ async fn mimecast_pages_through_tokens_and_refreshes_its_bearer() {
     )
     .await
     .unwrap();
-    let m = mc.lock().unwrap();
+    let m = Snapshot::of(&mc);
     let pages: Vec<Option<&str>> = m.calls.iter().take(3).map(|c| c.0.as_deref()).collect();
     assert_eq!(pages, [None, Some("p2"), Some("p3")]);
     // Three one-hour windows up to a minute ago: the first paged, the next two empty.
@@ -431,7 +447,6 @@ async fn mimecast_pages_through_tokens_and_refreshes_its_bearer() {
         m.issued
     );
     assert_eq!((report.events, report.skipped), (3, 1));
-    drop(m);
     assert_eq!(
         seed_rows(&agg.summary(SummaryRequest::default()).await),
         mc_expected()
@@ -466,14 +481,13 @@ async fn mimecast_resumes_at_the_page_it_stopped_on() {
     )
     .await
     .unwrap();
-    let m = mc.lock().unwrap();
+    let m = Snapshot::of(&mc);
     assert_eq!(
         m.calls[2].0.as_deref(),
         Some("p2"),
         "the restart asks again for the page it had not finished"
     );
     assert_eq!(m.calls[2].1, m.calls[0].1, "in the same window");
-    drop(m);
     assert_eq!(
         seed_rows(&agg.summary(SummaryRequest::default()).await),
         mc_expected()
