@@ -8,7 +8,7 @@
 //!   layout, [`seen`] the event-id index that drops duplicate deliveries.
 //! - [`query`]: the Summary computation; [`actions`] the seed's exact column semantics;
 //!   [`hosts`] hosts, registrable domains and exclusion rules.
-//! - [`query_service`]: the `ClickQuery` gRPC face.
+//! - [`query_service`]: the `ClickQuery` gRPC face; [`watch`] the hub that feeds Watch streams.
 //! - [`config`], [`clock`], [`error`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
@@ -25,6 +25,7 @@ pub mod query_service;
 pub mod seen;
 pub mod server;
 pub mod store;
+pub mod watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::AggregatorConfig;

@@ -6,7 +6,8 @@ use crate::codec::Counts;
 use crate::hosts::{domain_of, host_matches, host_of, normalise_rule};
 use crate::store::CounterState;
 use clicktally_proto::v1::{
-    ActionCount, GroupBy, SourceCount, SummaryRequest, SummaryResponse, SummaryRow,
+    ActionCount, GroupBy, HourCount, SourceCount, SummaryRequest, SummaryResponse, SummaryRow,
+    UrlDetailRequest, UrlDetailResponse,
 };
 use std::cmp::Ordering;
 use std::collections::HashMap;
@@ -357,6 +358,68 @@ pub fn summarize(
         until_unix_ms: until,
         excluded_rows,
         excluded_clicks,
+    })
+}
+
+/// One URL (or host) for triage: totals, hour by hour, over `[since, until)` (default the last
+/// 7 days). `tenant` limits it to one tenant's clicks.
+///
+/// # Errors
+/// When the window is empty.
+pub fn url_detail(
+    state: &CounterState,
+    req: &UrlDetailRequest,
+    tenant: Option<&str>,
+    now_ms: i64,
+) -> Result<UrlDetailResponse, QueryError> {
+    let window_req = SummaryRequest {
+        since_unix_ms: req.since_unix_ms,
+        until_unix_ms: req.until_unix_ms,
+        ..Default::default()
+    };
+    let (since, until) = window(&window_req, now_ms)?;
+    let (from, to) = hours_of_window(since, until);
+    let from = from.clamp(0, u32::MAX as i64) as u32;
+    let to = to.clamp(0, u32::MAX as i64) as u32;
+    let rule = req.by_host.then(|| normalise_rule(&req.url));
+    let mut total = Acc::default();
+    let mut hours = Vec::new();
+    let mut hosts: HashMap<&str, bool> = HashMap::new();
+    for (hour, bucket) in state.buckets.range(from..to) {
+        let mut acc = Acc::default();
+        for (k, counts) in bucket {
+            if tenant.is_some_and(|t| t != k.tenant) {
+                continue;
+            }
+            let hit = match &rule {
+                Some(rule) => *hosts
+                    .entry(k.url.as_str())
+                    .or_insert_with(|| host_of(&k.url).is_some_and(|h| host_matches(&h, rule))),
+                None => k.url == req.url,
+            };
+            if hit {
+                acc.add(&k.source, counts);
+                total.add(&k.source, counts);
+            }
+        }
+        if acc.total > 0 {
+            let row = acc.into_row(String::new());
+            hours.push(HourCount {
+                hour_start_unix_ms: i64::from(*hour) * HOUR_MS,
+                blocked: row.blocked,
+                allowed: row.allowed,
+                pending_verdict: row.pending_verdict,
+                error: row.error,
+                clicked_through: row.clicked_through,
+                total: row.total,
+            });
+        }
+    }
+    Ok(UrlDetailResponse {
+        total: Some(total.into_row(req.url.clone())),
+        hours,
+        since_unix_ms: since,
+        until_unix_ms: until,
     })
 }
 

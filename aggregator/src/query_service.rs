@@ -1,13 +1,18 @@
-//! `ClickQuery`: Summary over the in-memory counters (Watch comes with its own issue).
+//! `ClickQuery`: Summary and UrlDetail over the in-memory counters; Watch through the
+//! [`WatchHub`].
 
 use crate::clock::Clock;
 use crate::error::AggregatorError;
-use crate::query::{summarize, Filter};
+use crate::query::{summarize, url_detail, Filter};
 use crate::store::CounterStore;
+use crate::watch::WatchHub;
 use clicktally_proto::v1::click_query_server::ClickQuery;
-use clicktally_proto::v1::{SummaryRequest, SummaryResponse, WatchRequest, WatchUpdate};
+use clicktally_proto::v1::{
+    SummaryRequest, SummaryResponse, UrlDetailRequest, UrlDetailResponse, WatchRequest, WatchUpdate,
+};
 use std::pin::Pin;
 use std::sync::Arc;
+use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
 use tracing::instrument;
@@ -21,15 +26,23 @@ pub struct QueryService {
     exclusions: Arc<Vec<String>>,
     /// Where "now" comes from, for default windows.
     clock: Arc<dyn Clock>,
+    /// Live watchers.
+    hub: WatchHub,
 }
 
 impl QueryService {
     /// A query service over `store`.
-    pub fn new(store: Arc<CounterStore>, exclusions: Vec<String>, clock: Arc<dyn Clock>) -> Self {
+    pub fn new(
+        store: Arc<CounterStore>,
+        exclusions: Vec<String>,
+        clock: Arc<dyn Clock>,
+        hub: WatchHub,
+    ) -> Self {
         Self {
             store,
             exclusions: Arc::new(exclusions),
             clock,
+            hub,
         }
     }
 
@@ -65,8 +78,28 @@ impl ClickQuery for QueryService {
 
     async fn watch(
         &self,
-        _request: Request<WatchRequest>,
+        request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
-        Err(Status::unimplemented("Watch is not built yet"))
+        let req = request.into_inner();
+        let filter_req = req.filter.clone().unwrap_or_default();
+        crate::query::Column::parse(&filter_req.order_by).map_err(AggregatorError::from)?;
+        let filter = Filter::new(&filter_req, &self.exclusions, None);
+        let rx = self.hub.register(req, filter).await?;
+        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+    }
+
+    #[instrument(skip(self, request))]
+    async fn url_detail(
+        &self,
+        request: Request<UrlDetailRequest>,
+    ) -> Result<Response<UrlDetailResponse>, Status> {
+        let req = request.into_inner();
+        if req.url.is_empty() {
+            return Err(Status::invalid_argument("url is required"));
+        }
+        let state = self.store.read();
+        let resp =
+            url_detail(&state, &req, None, self.clock.now_ms()).map_err(AggregatorError::from)?;
+        Ok(Response::new(resp))
     }
 }

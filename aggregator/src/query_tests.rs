@@ -265,3 +265,76 @@ fn an_empty_window_is_an_error() {
         Err(QueryError::EmptyWindow { .. })
     ));
 }
+
+#[test]
+fn url_detail_gives_hours_actions_and_sources() {
+    let s = state(&[
+        (
+            H,
+            "defender",
+            "https://a.evil.example/x",
+            "ClickBlocked",
+            2,
+            1,
+        ),
+        (
+            H + 2,
+            "proofpoint",
+            "https://a.evil.example/x",
+            "ClickAllowed",
+            1,
+            0,
+        ),
+        (
+            H + 2,
+            "defender",
+            "https://b.evil.example/y",
+            "UrlErrorPage",
+            1,
+            0,
+        ),
+    ]);
+    let d = url_detail(
+        &s,
+        &UrlDetailRequest {
+            url: "https://a.evil.example/x".into(),
+            ..Default::default()
+        },
+        None,
+        NOW,
+    )
+    .unwrap();
+    let t = d.total.unwrap();
+    assert_eq!(
+        (t.blocked, t.allowed, t.clicked_through, t.total),
+        (2, 1, 1, 3)
+    );
+    assert_eq!(
+        (t.first_seen_unix_ms, t.last_seen_unix_ms),
+        (H * HOUR_MS, (H + 2) * HOUR_MS)
+    );
+    let hours: Vec<(i64, u64, u64)> = d
+        .hours
+        .iter()
+        .map(|h| (h.hour_start_unix_ms / HOUR_MS, h.blocked, h.allowed))
+        .collect();
+    assert_eq!(hours, [(H, 2, 0), (H + 2, 0, 1)]);
+    let sources: Vec<(&str, u64)> = t
+        .sources
+        .iter()
+        .map(|s| (s.source.as_str(), s.count))
+        .collect();
+    assert_eq!(sources, [("defender", 2), ("proofpoint", 1)]);
+    let by_host = url_detail(
+        &s,
+        &UrlDetailRequest {
+            url: "evil.example".into(),
+            by_host: true,
+            ..Default::default()
+        },
+        None,
+        NOW,
+    )
+    .unwrap();
+    assert_eq!((by_host.total.unwrap().total, by_host.hours.len()), (4, 2));
+}

@@ -6,6 +6,7 @@ use crate::hosts::normalise_rule;
 use crate::ingest::{run_writer, IngestService};
 use crate::query_service::QueryService;
 use crate::store::CounterStore;
+use crate::watch::{WatchConfig, WatchHub};
 use clicktally_proto::v1::click_ingest_server::ClickIngestServer;
 use clicktally_proto::v1::click_query_server::ClickQueryServer;
 use std::future::Future;
@@ -42,13 +43,20 @@ pub async fn run(
         });
     }
 
+    let hub = WatchHub::start(
+        store.clone(),
+        config.clock.clone(),
+        WatchConfig::default(),
+        token.clone(),
+    );
     let (commands_tx, commands_rx) = mpsc::channel(256);
+    let notify = hub.clone();
     let mut writer = tokio::spawn(run_writer(
         store.clone(),
         config.clone(),
         commands_rx,
         token.clone(),
-        None,
+        Some(Box::new(move |_touched| notify.touched())),
     ));
 
     let ingest = IngestService::new(commands_tx, config.max_batch_events, token.clone());
@@ -57,7 +65,7 @@ pub async fn run(
         .iter()
         .map(|r| normalise_rule(r))
         .collect();
-    let query = QueryService::new(store.clone(), exclusions, config.clock.clone());
+    let query = QueryService::new(store.clone(), exclusions, config.clock.clone(), hub);
 
     let (health_reporter, health) = tonic_health::server::health_reporter();
     health_reporter

@@ -352,3 +352,40 @@ mod tests {
         );
     }
 }
+
+/// A click on `url` at `time_ms` with `action`, identified by `id`.
+pub fn click(id: &str, url: &str, action: &str, time_ms: i64) -> clicktally_proto::v1::ClickEvent {
+    clicktally_proto::v1::ClickEvent {
+        event_id: id.into(),
+        time_unix_ms: time_ms,
+        url: url.into(),
+        action_type: action.into(),
+        source_action: action.into(),
+        source: "defender".into(),
+        ..Default::default()
+    }
+}
+
+/// Pushes one batch over a fresh `ClickIngest.Push` stream and returns its acknowledgement.
+pub async fn push(
+    endpoint: &str,
+    collector_id: &str,
+    first_sequence: u64,
+    events: Vec<clicktally_proto::v1::ClickEvent>,
+) -> clicktally_proto::v1::PushAck {
+    let mut client =
+        clicktally_proto::v1::click_ingest_client::ClickIngestClient::connect(endpoint.to_owned())
+            .await
+            .unwrap();
+    let batch = clicktally_proto::v1::EventBatch {
+        collector_id: collector_id.into(),
+        first_sequence,
+        events,
+    };
+    let mut acks = client
+        .push(tokio_stream::iter(vec![batch]))
+        .await
+        .unwrap()
+        .into_inner();
+    acks.message().await.unwrap().unwrap()
+}
