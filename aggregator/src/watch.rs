@@ -47,6 +47,9 @@ impl Default for WatchConfig {
     }
 }
 
+/// Rows computed once per tick per distinct request (encoded), with their window.
+type Computed = HashMap<Vec<u8>, Result<(Vec<SummaryRow>, i64, i64), Status>>;
+
 /// The sending end of one Watch stream.
 pub type UpdateSender = mpsc::Sender<Result<WatchUpdate, Status>>;
 
@@ -175,7 +178,7 @@ async fn run(
                 let now = Instant::now();
                 let now_ms = clock.now_ms();
                 // Watchers with the same request share one computation per tick.
-                let mut computed: HashMap<Vec<u8>, Result<(Vec<SummaryRow>, i64, i64), Status>> = HashMap::new();
+                let mut computed = Computed::new();
                 watchers.retain_mut(|w| step(w, &store, now, now_ms, generation, &config, &mut computed));
             }
         }
@@ -195,7 +198,7 @@ fn step(
     now_ms: i64,
     generation: u64,
     config: &WatchConfig,
-    computed: &mut HashMap<Vec<u8>, Result<(Vec<SummaryRow>, i64, i64), Status>>,
+    computed: &mut Computed,
 ) -> bool {
     if w.tx.is_closed() {
         debug!("watcher went away");
