@@ -338,21 +338,6 @@ pub fn differences(got: &Expected, want: &Expected) -> Vec<String> {
     out
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn generated_times_are_rfc3339() {
-        assert_eq!(
-            super::chrono_like(1_796_126_400_123),
-            "2026-12-01T12:00:00.1230000Z"
-        );
-        assert_eq!(
-            super::chrono_like(951_782_400_000),
-            "2000-02-29T00:00:00.0000000Z"
-        );
-    }
-}
-
 /// A click on `url` at `time_ms` with `action`, identified by `id`.
 pub fn click(id: &str, url: &str, action: &str, time_ms: i64) -> clicktally_proto::v1::ClickEvent {
     clicktally_proto::v1::ClickEvent {
@@ -388,4 +373,19 @@ pub async fn push(
         .unwrap()
         .into_inner();
     acks.message().await.unwrap().unwrap()
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn generated_times_are_rfc3339() {
+        assert_eq!(
+            super::chrono_like(1_796_126_400_123),
+            "2026-12-01T12:00:00.1230000Z"
+        );
+        assert_eq!(
+            super::chrono_like(951_782_400_000),
+            "2000-02-29T00:00:00.0000000Z"
+        );
+    }
 }
