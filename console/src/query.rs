@@ -3,7 +3,7 @@
 use crate::render::{self, Format};
 use crate::timearg::parse_time;
 use clicktally_proto::v1::click_query_client::ClickQueryClient;
-use clicktally_proto::v1::{GroupBy, SummaryRequest, SummaryResponse};
+use clicktally_proto::v1::{GroupBy, SummaryRequest, SummaryResponse, WatchRequest};
 use thiserror::Error;
 use tonic::transport::Channel;
 
@@ -110,6 +110,35 @@ impl QueryArgs {
             ascending: self.asc.then_some(true),
             limit,
             page_token: String::new(),
+        })
+    }
+}
+
+impl QueryArgs {
+    /// The Watch request these flags mean: `--since` as a duration (and no `--until`) is a
+    /// rolling window that keeps moving; times make a fixed window.
+    ///
+    /// # Errors
+    /// When a time is unreadable.
+    pub fn watch_request(
+        &self,
+        now_ms: i64,
+        limit: u32,
+        interval: std::time::Duration,
+    ) -> Result<WatchRequest, ConsoleError> {
+        let mut filter = self.request(now_ms, limit)?;
+        let rolling = match (&self.until, humantime::parse_duration(self.since.trim())) {
+            (None, Ok(d)) => Some(d.as_millis() as u64),
+            _ => None,
+        };
+        if rolling.is_some() {
+            filter.since_unix_ms = None;
+            filter.until_unix_ms = None;
+        }
+        Ok(WatchRequest {
+            filter: Some(filter),
+            interval_ms: interval.as_millis().clamp(1, u32::MAX as u128) as u32,
+            rolling_window_ms: rolling,
         })
     }
 }

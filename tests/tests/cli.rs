@@ -327,3 +327,152 @@ fn a_config_file_with_three_vendors_and_per_source_views() {
         "{err}"
     );
 }
+
+/// Applies `watch --format json` lines to a view: URL -> the seed's columns and Total.
+fn apply_watch_line(view: &mut std::collections::BTreeMap<String, Vec<u64>>, line: &str) -> String {
+    let msg: serde_json::Value = serde_json::from_str(line).unwrap();
+    let kind = msg["kind"].as_str().unwrap().to_owned();
+    if kind == "snapshot" {
+        view.clear();
+    }
+    for r in msg["rows"].as_array().unwrap() {
+        let cols = [
+            "Blocked",
+            "Allowed",
+            "PendingVerdict",
+            "Error",
+            "ClickedThrough",
+            "Total",
+        ];
+        view.insert(
+            r["Url"].as_str().unwrap().to_owned(),
+            cols.iter().map(|c| r[c].as_u64().unwrap()).collect(),
+        );
+    }
+    for k in msg["removed"].as_array().into_iter().flatten() {
+        view.remove(k.as_str().unwrap());
+    }
+    kind
+}
+
+#[test]
+fn watch_json_follows_the_same_figures_as_summary() {
+    use std::io::BufRead;
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let _agg = spawn_aggregator(port, &tmp.path().join("data"), &["--retention", "36500d"]);
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let ingest = |kind: &str| {
+        let (ok, _, err) = run_binary(
+            "clicktally-collector",
+            &[
+                "--aggregator",
+                &endpoint,
+                "--spool",
+                tmp.path().join(format!("spool-{kind}")).to_str().unwrap(),
+                "--input",
+                &format!(
+                    "{kind}:{}",
+                    Path::new(env!("CARGO_MANIFEST_DIR"))
+                        .join("../examples")
+                        .join(kind)
+                        .display()
+                ),
+                "--once",
+            ],
+        );
+        assert!(ok, "{err}");
+    };
+    let window = ["--since", "2026-11-01", "--until", "2026-12-31"];
+    let summary = || {
+        let mut args = vec![
+            "summary",
+            "--aggregator",
+            endpoint.as_str(),
+            "--format",
+            "json",
+            "--limit",
+            "0",
+        ];
+        args.extend_from_slice(&window);
+        let (ok, out, err) = run_binary("clicktally", &args);
+        assert!(ok, "{err}");
+        let mut view = std::collections::BTreeMap::new();
+        apply_watch_line(
+            &mut view,
+            &format!(
+                "{{\"kind\":\"snapshot\",\"rows\":{}}}",
+                out.replace('\n', "")
+            ),
+        );
+        view
+    };
+    ingest("defender");
+    let mut child = clicktally_tests::ChildGuard(
+        std::process::Command::new(clicktally_tests::binary("clicktally"))
+            .args([
+                "watch",
+                "--aggregator",
+                &endpoint,
+                "--format",
+                "json",
+                "--interval",
+                "200ms",
+            ])
+            .args(window)
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut lines = std::io::BufReader::new(child.0.stdout.take().unwrap()).lines();
+    let mut view = std::collections::BTreeMap::new();
+    assert_eq!(
+        apply_watch_line(&mut view, &lines.next().unwrap().unwrap()),
+        "snapshot"
+    );
+    assert_eq!(view, summary());
+    assert_eq!(view.values().map(|v| v[5]).sum::<u64>(), 88);
+    ingest("proofpoint");
+    let want = summary();
+    while view != want {
+        assert_eq!(
+            apply_watch_line(&mut view, &lines.next().unwrap().unwrap()),
+            "update"
+        );
+    }
+    assert_eq!(view.values().map(|v| v[5]).sum::<u64>(), 100);
+
+    // One URL's detail agrees too.
+    let (ok, out, err) = run_binary(
+        "clicktally",
+        &[
+            "url",
+            "https://login-microsoftonline.com-secure.example/owa/auth",
+            "--aggregator",
+            &endpoint,
+            "--format",
+            "json",
+            "--since",
+            "2026-11-01",
+            "--until",
+            "2026-12-31",
+        ],
+    );
+    assert!(ok, "{err}");
+    let d: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        (&d["Blocked"], &d["Allowed"], &d["Total"]),
+        (&16.into(), &4.into(), &22.into())
+    );
+    assert_eq!(
+        d["Sources"],
+        serde_json::json!({"defender": 19, "proofpoint": 3})
+    );
+    let hourly: u64 = d["Hours"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|h| h["Total"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hourly, 22);
+}
