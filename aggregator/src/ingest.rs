@@ -144,6 +144,7 @@ pub async fn run_writer(
         retention_hours: config.retention_hours(),
     };
     let mut retention = tokio::time::interval(config.retention_interval);
+    let mut expiring = None;
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         let first = tokio::select! {
@@ -153,7 +154,7 @@ pub async fn run_writer(
                 None => break,
             },
             _ = retention.tick() => {
-                expire(&store, &config, &limits)?;
+                expire(&store, &config, &limits, &mut expiring);
                 continue;
             }
             _ = shutdown.cancelled() => {
@@ -194,17 +195,27 @@ pub async fn run_writer(
     Ok(())
 }
 
+/// Deletes expired buckets off the writer's path: memory at once, sled in a blocking task in
+/// chunks, so neither queries nor ingestion stall behind a large expiry.
 fn expire(
-    store: &CounterStore,
+    store: &Arc<CounterStore>,
     config: &AggregatorConfig,
     limits: &ApplyLimits,
-) -> Result<(), AggregatorError> {
-    let cutoff = crate::clock::hour_of(config.clock.now_ms()) - limits.retention_hours;
-    if cutoff > 0 {
-        let removed = store.expire_before(cutoff.min(u32::MAX as i64) as u32)?;
-        if removed > 0 {
-            info!(removed, cutoff_hour = cutoff, "deleted expired counters");
-        }
+    running: &mut Option<tokio::task::JoinHandle<()>>,
+) {
+    if running.as_ref().is_some_and(|h| !h.is_finished()) {
+        return;
     }
-    Ok(())
+    let cutoff = crate::clock::hour_of(config.clock.now_ms()) - limits.retention_hours;
+    if cutoff <= 0 {
+        return;
+    }
+    let store = store.clone();
+    *running = Some(tokio::task::spawn_blocking(move || {
+        match store.expire_before(cutoff.min(u32::MAX as i64) as u32, 10_000) {
+            Ok(0) => {}
+            Ok(removed) => info!(removed, cutoff_hour = cutoff, "deleted expired counters"),
+            Err(e) => error!(cause = %e, "could not delete expired counters; will retry"),
+        }
+    }));
 }

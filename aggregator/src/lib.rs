@@ -17,6 +17,7 @@ pub mod actions;
 pub mod clock;
 pub mod codec;
 pub mod config;
+pub mod config_file;
 pub mod error;
 pub mod hosts;
 pub mod ingest;

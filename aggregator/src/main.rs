@@ -1,43 +1,93 @@
 //! `clicktally-aggregator`: a thin CLI over [`clicktally_aggregator::run`].
 
 use clap::Parser;
+use clicktally_aggregator::config_file::AggregatorFile;
 use clicktally_aggregator::AggregatorConfig;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-/// Keeps per-URL, per-hour click counters and answers Summary queries over gRPC.
+/// Keeps per-URL, per-hour click counters and answers Summary, Watch and UrlDetail over gRPC.
 #[derive(Debug, Parser)]
 #[command(name = "clicktally-aggregator", version)]
 struct Args {
-    /// Address to serve gRPC on.
-    #[arg(long, env = "CLICKTALLY_LISTEN", default_value = "127.0.0.1:7401")]
-    listen: SocketAddr,
-    /// sled data directory (created if missing).
-    #[arg(long, env = "CLICKTALLY_DATA", default_value = "clicktally-data")]
-    data: PathBuf,
-    /// How long counters are kept (`30d`, `720h`).
-    #[arg(long, env = "CLICKTALLY_RETENTION", default_value = "30d", value_parser = humantime::parse_duration)]
-    retention: Duration,
-    /// sled page cache in MiB.
-    #[arg(long, env = "CLICKTALLY_CACHE_MIB", default_value_t = 64)]
-    cache_mib: u64,
-    /// Host hidden from queries with its subdomains (repeatable; requests may turn exclusions off).
+    /// TOML config file (see deploy/aggregator.toml); flags and environment variables override it.
+    #[arg(long, env = "CLICKTALLY_AGGREGATOR_CONFIG")]
+    config: Option<PathBuf>,
+    /// Address to serve gRPC on [default: 127.0.0.1:7401].
+    #[arg(long, env = "CLICKTALLY_LISTEN")]
+    listen: Option<SocketAddr>,
+    /// sled data directory, created if missing [default: clicktally-data].
+    #[arg(long, env = "CLICKTALLY_DATA")]
+    data: Option<PathBuf>,
+    /// How long counters are kept (`30d`, `720h`) [default: 30d].
+    #[arg(long, env = "CLICKTALLY_RETENTION", value_parser = humantime::parse_duration)]
+    retention: Option<Duration>,
+    /// How often expired counters are deleted [default: 10m].
+    #[arg(long, env = "CLICKTALLY_RETENTION_INTERVAL", value_parser = humantime::parse_duration)]
+    retention_interval: Option<Duration>,
+    /// sled page cache in MiB [default: 64].
+    #[arg(long, env = "CLICKTALLY_CACHE_MIB")]
+    cache_mib: Option<u64>,
+    /// Host hidden from queries with its subdomains (repeatable; added to the config's lists).
     #[arg(long = "exclude", env = "CLICKTALLY_EXCLUDE", value_delimiter = ',')]
     exclude: Vec<String>,
-    /// Longest URL counted, in bytes.
-    #[arg(long, env = "CLICKTALLY_MAX_URL_BYTES", default_value_t = 8192)]
-    max_url_bytes: usize,
-    /// Largest gRPC message accepted, in bytes (a pushed batch must fit).
-    #[arg(long, env = "CLICKTALLY_MAX_MESSAGE_BYTES", default_value_t = 16 * 1024 * 1024)]
-    max_message_bytes: usize,
-    /// Most events in one pushed batch.
-    #[arg(long, env = "CLICKTALLY_MAX_BATCH_EVENTS", default_value_t = 10_000)]
-    max_batch_events: usize,
+    /// Longest URL counted, in bytes [default: 8192].
+    #[arg(long, env = "CLICKTALLY_MAX_URL_BYTES")]
+    max_url_bytes: Option<usize>,
+    /// Largest gRPC message accepted, in bytes; a pushed batch must fit [default: 16777216].
+    #[arg(long, env = "CLICKTALLY_MAX_MESSAGE_BYTES")]
+    max_message_bytes: Option<usize>,
+    /// Most events in one pushed batch [default: 10000].
+    #[arg(long, env = "CLICKTALLY_MAX_BATCH_EVENTS")]
+    max_batch_events: Option<usize>,
     /// Log format: plain or json.
     #[arg(long, env = "CLICKTALLY_LOG_FORMAT", default_value = "plain")]
     log_format: String,
+}
+
+/// Flags over the file over the defaults.
+fn configure(args: &Args) -> Result<(AggregatorConfig, SocketAddr), String> {
+    let file = match &args.config {
+        Some(p) => AggregatorFile::read(p)?,
+        None => AggregatorFile::default(),
+    };
+    let data = args
+        .data
+        .clone()
+        .or(file.data.clone())
+        .unwrap_or_else(|| PathBuf::from("clicktally-data"));
+    let mut c = AggregatorConfig::new(data);
+    c.retention = args.retention.or(file.retention).unwrap_or(c.retention);
+    c.retention_interval = args
+        .retention_interval
+        .or(file.retention_interval)
+        .unwrap_or(c.retention_interval);
+    c.cache_capacity = args
+        .cache_mib
+        .or(file.cache_mib)
+        .map(|m| m * 1024 * 1024)
+        .unwrap_or(c.cache_capacity);
+    c.max_url_bytes = args
+        .max_url_bytes
+        .or(file.max_url_bytes)
+        .unwrap_or(c.max_url_bytes);
+    c.max_message_bytes = args
+        .max_message_bytes
+        .or(file.max_message_bytes)
+        .unwrap_or(c.max_message_bytes);
+    c.max_batch_events = args
+        .max_batch_events
+        .or(file.max_batch_events)
+        .unwrap_or(c.max_batch_events);
+    c.exclusions = file.excluded_hosts();
+    c.exclusions.extend(args.exclude.iter().cloned());
+    let listen = args
+        .listen
+        .or(file.listen)
+        .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401)));
+    Ok((c, listen))
 }
 
 fn init_logging(format: &str) {
@@ -72,24 +122,21 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log_format);
-    let mut config = AggregatorConfig::new(&args.data);
-    config.retention = args.retention;
-    config.cache_capacity = args.cache_mib * 1024 * 1024;
-    config.exclusions = args.exclude;
-    config.max_url_bytes = args.max_url_bytes;
-    config.max_message_bytes = args.max_message_bytes;
-    config.max_batch_events = args.max_batch_events;
-    let listener = match tokio::net::TcpListener::bind(args.listen).await {
+    let (config, listen) = match configure(&args) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("clicktally-aggregator: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let listener = match tokio::net::TcpListener::bind(listen).await {
         Ok(l) => l,
         Err(e) => {
-            eprintln!(
-                "clicktally-aggregator: cannot listen on {}: {e}",
-                args.listen
-            );
+            eprintln!("clicktally-aggregator: cannot listen on {listen}: {e}");
             return ExitCode::FAILURE;
         }
     };
-    tracing::info!(listen = %args.listen, "starting");
+    tracing::info!(%listen, "starting");
     match clicktally_aggregator::run(listener, config, shutdown_signal()).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -249,12 +249,14 @@ impl CounterStore {
         Ok(())
     }
 
-    /// Deletes every bucket and event-id partition older than `cutoff_hour`, in memory and on
-    /// disk; returns how many counter keys were deleted.
+    /// Forgets every bucket and event-id partition older than `cutoff_hour` in memory (at once,
+    /// so queries stop counting them), then deletes them from sled in chunks of `chunk` keys,
+    /// so that a large expiry never holds up other writers for long. Returns how many counter
+    /// keys were deleted.
     ///
     /// # Errors
     /// When sled cannot write.
-    pub fn expire_before(&self, cutoff_hour: u32) -> Result<usize, StoreError> {
+    pub fn expire_before(&self, cutoff_hour: u32, chunk: usize) -> Result<usize, StoreError> {
         {
             let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
             let kept = state.buckets.split_off(&cutoff_hour);
@@ -263,17 +265,23 @@ impl CounterStore {
         }
         let mut removed = 0;
         for prefix in [codec::COUNTER, codec::SEEN] {
-            let start = [prefix];
             let end = codec::hour_prefix(prefix, cutoff_hour);
-            let mut batch = sled::Batch::default();
-            for kv in self.tree.range(&start[..]..&end[..]) {
-                let (k, _) = kv.map_err(|e| self.err(e))?;
-                batch.remove(k);
+            loop {
+                let mut batch = sled::Batch::default();
+                let mut n = 0;
+                for kv in self.tree.range(&[prefix][..]..&end[..]).take(chunk.max(1)) {
+                    let (k, _) = kv.map_err(|e| self.err(e))?;
+                    batch.remove(k);
+                    n += 1;
+                }
+                if n == 0 {
+                    break;
+                }
+                self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
                 if prefix == codec::COUNTER {
-                    removed += 1;
+                    removed += n;
                 }
             }
-            self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
         }
         Ok(removed)
     }

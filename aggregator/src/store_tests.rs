@@ -204,7 +204,7 @@ async fn retention_deletes_old_hours_in_memory_and_on_disk() {
             )],
         )
         .await;
-        let removed = store.expire_before((NOW / HOUR_MS - 24) as u32).unwrap();
+        let removed = store.expire_before((NOW / HOUR_MS - 24) as u32, 1).unwrap();
         assert_eq!(removed, 1);
         assert_eq!(total(&store, "old"), 0);
         assert_eq!(store.read().seen.len(), 1);

@@ -476,3 +476,52 @@ fn watch_json_follows_the_same_figures_as_summary() {
         .sum();
     assert_eq!(hourly, 22);
 }
+
+#[test]
+fn the_aggregator_config_hides_the_seeds_benign_look_alikes() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = free_port();
+    let config = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/aggregator.toml");
+    // Flags override the file's listen address, data directory and retention.
+    let _agg = spawn_aggregator(
+        port,
+        &tmp.path().join("data"),
+        &[
+            "--config",
+            config.to_str().unwrap(),
+            "--retention",
+            "36500d",
+        ],
+    );
+    let endpoint = format!("http://127.0.0.1:{port}");
+    let (ok, _, err) = run_binary(
+        "clicktally-collector",
+        &[
+            "--aggregator",
+            &endpoint,
+            "--spool",
+            tmp.path().join("spool").to_str().unwrap(),
+            "--input",
+            &format!("defender:{}", examples()),
+            "--once",
+        ],
+    );
+    assert!(ok, "{err}");
+    let window = ["--since", "2026-11-01", "--until", "2026-12-31"];
+    let mut args = vec!["summary", "--aggregator", endpoint.as_str()];
+    args.extend_from_slice(&window);
+    let (ok, out, err) = run_binary("clicktally", &args);
+    assert!(ok, "{err}");
+    // jenkins.enterprise.com (6), training.microsoft.com (5), support.ticket.system.com (4).
+    assert!(
+        out.contains("7 of 7 rows") && out.contains("exclusions hid 3 rows (15 clicks)"),
+        "{out}"
+    );
+    assert!(!out.contains("jenkins"));
+    args.push("--no-exclusions");
+    let (_, out, _) = run_binary("clicktally", &args);
+    assert!(
+        out.contains("10 of 10 rows") && out.contains("jenkins.enterprise.com"),
+        "{out}"
+    );
+}
