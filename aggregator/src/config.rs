@@ -1,5 +1,6 @@
 //! `AggregatorConfig`: everything the aggregator needs to run, with defaults that work on a laptop.
 
+use crate::auth::TokenEntry;
 use crate::clock::{Clock, SystemClock};
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -28,6 +29,29 @@ pub struct AggregatorConfig {
     pub exclusions: Vec<String>,
     /// Where "now" comes from.
     pub clock: Arc<dyn Clock>,
+    /// TLS for the gRPC server; `None` serves plaintext (loopback only, unless `insecure`).
+    pub tls: Option<TlsConfig>,
+    /// Allow plaintext on a non-loopback address.
+    pub insecure: bool,
+    /// Bearer tokens; empty turns authentication off.
+    pub tokens: Vec<TokenEntry>,
+    /// Watch streams one token may hold open.
+    pub max_watchers_per_token: usize,
+    /// Deadline for unary requests (Summary, UrlDetail).
+    pub request_timeout: Duration,
+    /// Requests served at once per connection; more wait.
+    pub concurrency_per_connection: usize,
+}
+
+/// PEM-encoded TLS material for the server.
+#[derive(Debug, Clone)]
+pub struct TlsConfig {
+    /// The server's certificate chain.
+    pub cert_pem: Vec<u8>,
+    /// Its private key.
+    pub key_pem: Vec<u8>,
+    /// With this CA, clients must present a certificate it signed (mutual TLS).
+    pub client_ca_pem: Option<Vec<u8>>,
 }
 
 impl AggregatorConfig {
@@ -44,6 +68,12 @@ impl AggregatorConfig {
             group_commit_events: 20_000,
             exclusions: Vec::new(),
             clock: Arc::new(SystemClock),
+            tls: None,
+            insecure: false,
+            tokens: Vec::new(),
+            max_watchers_per_token: 16,
+            request_timeout: Duration::from_secs(30),
+            concurrency_per_connection: 64,
         }
     }
 

@@ -40,6 +40,26 @@ pub struct AggregatorFile {
     /// Named lists of hosts hidden from queries (a host and its subdomains).
     #[serde(default)]
     pub exclusions: BTreeMap<String, Vec<String>>,
+    /// Server certificate chain (PEM) for TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    pub tls_key: Option<PathBuf>,
+    /// CA whose certificates clients must present (mutual TLS).
+    pub client_ca: Option<PathBuf>,
+    /// Allow plaintext on a non-loopback address.
+    pub insecure: Option<bool>,
+    /// Prometheus metrics address.
+    pub metrics: Option<SocketAddr>,
+    /// Watch streams one token may hold.
+    pub max_watchers_per_token: Option<usize>,
+    /// Deadline for unary requests.
+    #[serde(default, deserialize_with = "duration")]
+    pub request_timeout: Option<Duration>,
+    /// Requests served at once per connection.
+    pub concurrency_per_connection: Option<usize>,
+    /// Bearer tokens, hashed; none turns authentication off.
+    #[serde(default, rename = "token")]
+    pub tokens: Vec<crate::auth::TokenEntry>,
 }
 
 impl AggregatorFile {
@@ -85,6 +105,7 @@ mod tests {
         let f = AggregatorFile::parse(include_str!("../../deploy/aggregator.toml")).unwrap();
         assert_eq!(f.retention, Some(Duration::from_secs(30 * 86_400)));
         assert_eq!(f.exclusions.len(), 5);
+        assert_eq!(f.tokens.len(), 0, "the example's tokens are commented out");
         let hosts = f.excluded_hosts();
         for h in [
             "support.ticket.system.com",

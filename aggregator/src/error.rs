@@ -19,6 +19,10 @@ pub enum AggregatorError {
     /// Reflection could not be built from the descriptor set.
     #[error("server reflection: {0}")]
     Reflection(#[from] tonic_reflection::server::Error),
+    /// The server's configuration is unsafe or unusable (plaintext on a public address, a bad
+    /// certificate, a malformed token digest).
+    #[error("{0}")]
+    Config(String),
     /// The aggregator is shutting down or its writer stopped.
     #[error("the aggregator is shutting down")]
     ShuttingDown,
@@ -31,7 +35,8 @@ impl From<AggregatorError> for tonic::Status {
             AggregatorError::ShuttingDown => tonic::Status::unavailable(e.to_string()),
             AggregatorError::Store(_)
             | AggregatorError::Transport(_)
-            | AggregatorError::Reflection(_) => tonic::Status::internal(e.to_string()),
+            | AggregatorError::Reflection(_)
+            | AggregatorError::Config(_) => tonic::Status::internal(e.to_string()),
         }
     }
 }

@@ -1,13 +1,17 @@
 //! `ClickIngest.Push`: collectors stream batches in, and get an acknowledgement for each batch
 //! once it is durable. One writer task owns all writes and commits batches in groups.
 
+use crate::auth::Caller;
 use crate::config::AggregatorConfig;
 use crate::error::AggregatorError;
+use crate::metrics::Metrics;
 use crate::store::{ApplyLimits, CounterStore};
 use clicktally_proto::v1::click_ingest_server::ClickIngest;
 use clicktally_proto::v1::{EventBatch, PushAck};
 use std::pin::Pin;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
+use std::time::Instant;
 use tokio::sync::mpsc;
 use tokio_stream::wrappers::UnboundedReceiverStream;
 use tokio_stream::{Stream, StreamExt};
@@ -32,6 +36,8 @@ pub struct IngestService {
     max_batch_events: usize,
     /// Ends every push stream on shutdown.
     shutdown: CancellationToken,
+    /// Counts refused batches.
+    metrics: Arc<Metrics>,
 }
 
 impl IngestService {
@@ -40,11 +46,13 @@ impl IngestService {
         commands: mpsc::Sender<ApplyCommand>,
         max_batch_events: usize,
         shutdown: CancellationToken,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             commands,
             max_batch_events,
             shutdown,
+            metrics,
         }
     }
 }
@@ -82,6 +90,11 @@ impl ClickIngest for IngestService {
         request: Request<Streaming<EventBatch>>,
     ) -> Result<Response<Self::PushStream>, Status> {
         let peer = request.remote_addr();
+        // A tenant-scoped ingest token stamps its tenant on every event it pushes.
+        let tenant = request
+            .extensions()
+            .get::<Caller>()
+            .and_then(|c| c.tenant.clone());
         let mut inbound = request.into_inner();
         let (reply, acks) = mpsc::unbounded_channel();
         let this = self.clone();
@@ -94,17 +107,24 @@ impl ClickIngest for IngestService {
                     }
                     next = inbound.next() => next,
                 };
-                let batch = match next {
+                let mut batch = match next {
                     None => break,
                     Some(Ok(batch)) => batch,
                     Some(Err(status)) => {
                         // A message the server cannot decode (oversize, garbage): say so.
+                        this.metrics.limit_hits.fetch_add(1, Relaxed);
                         warn!(?peer, code = ?status.code(), cause = %status.message(), "push stream failed");
                         let _ = reply.send(Err(status));
                         break;
                     }
                 };
+                if let Some(t) = &tenant {
+                    for ev in &mut batch.events {
+                        ev.tenant.clone_from(t);
+                    }
+                }
                 if let Err(status) = check_batch(&batch, this.max_batch_events) {
+                    this.metrics.limit_hits.fetch_add(1, Relaxed);
                     warn!(?peer, %status, "rejected a pushed batch");
                     let _ = reply.send(Err(status));
                     break;
@@ -138,6 +158,7 @@ pub async fn run_writer(
     mut commands: mpsc::Receiver<ApplyCommand>,
     shutdown: CancellationToken,
     on_commit: Option<CommitListener>,
+    metrics: Arc<Metrics>,
 ) -> Result<(), AggregatorError> {
     let limits = ApplyLimits {
         max_url_bytes: config.max_url_bytes,
@@ -173,6 +194,7 @@ pub async fn run_writer(
                 Err(_) => break,
             }
         }
+        let started = Instant::now();
         let batches: Vec<EventBatch> = group.iter().map(|c| c.batch.clone()).collect();
         let staged = store.stage(&batches, config.clock.now_ms(), &limits);
         if let Err(e) = store.commit(staged.batch).await {
@@ -183,6 +205,23 @@ pub async fn run_writer(
                 )));
             }
             return Err(e.into());
+        }
+        metrics
+            .apply_seconds
+            .observe(started.elapsed().as_secs_f64());
+        metrics.group_events.observe(events as f64);
+        metrics.batches.fetch_add(group.len() as u64, Relaxed);
+        for ack in &staged.acks {
+            metrics.duplicates.fetch_add(ack.duplicates.into(), Relaxed);
+            metrics.replayed.fetch_add(ack.replayed.into(), Relaxed);
+            metrics.expired.fetch_add(ack.expired.into(), Relaxed);
+            metrics.rejected.fetch_add(ack.rejected.into(), Relaxed);
+        }
+        {
+            let mut applied = metrics.applied.lock().unwrap_or_else(|p| p.into_inner());
+            for (source, n) in &staged.applied_by_source {
+                *applied.entry(source.clone()).or_default() += n;
+            }
         }
         if let Some(listener) = &on_commit {
             listener(&staged.touched);

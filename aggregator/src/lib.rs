@@ -9,11 +9,13 @@
 //! - [`query`]: the Summary computation; [`actions`] the seed's exact column semantics;
 //!   [`hosts`] hosts, registrable domains and exclusion rules.
 //! - [`query_service`]: the `ClickQuery` gRPC face; [`watch`] the hub that feeds Watch streams.
-//! - [`config`], [`clock`], [`error`].
+//! - [`auth`]: bearer tokens, roles and tenants; [`metrics`]: the Prometheus endpoint.
+//! - [`config`], [`config_file`], [`clock`], [`error`].
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 pub mod actions;
+pub mod auth;
 pub mod clock;
 pub mod codec;
 pub mod config;
@@ -21,6 +23,7 @@ pub mod config_file;
 pub mod error;
 pub mod hosts;
 pub mod ingest;
+pub mod metrics;
 pub mod query;
 pub mod query_service;
 pub mod seen;
@@ -31,4 +34,4 @@ pub mod watch;
 pub use clock::{Clock, ManualClock, SystemClock};
 pub use config::AggregatorConfig;
 pub use error::AggregatorError;
-pub use server::run;
+pub use server::{run, run_with_metrics};

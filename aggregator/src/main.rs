@@ -1,6 +1,7 @@
 //! `clicktally-aggregator`: a thin CLI over [`clicktally_aggregator::run`].
 
 use clap::Parser;
+use clicktally_aggregator::config::TlsConfig;
 use clicktally_aggregator::config_file::AggregatorFile;
 use clicktally_aggregator::AggregatorConfig;
 use std::net::SocketAddr;
@@ -42,13 +43,33 @@ struct Args {
     /// Most events in one pushed batch [default: 10000].
     #[arg(long, env = "CLICKTALLY_MAX_BATCH_EVENTS")]
     max_batch_events: Option<usize>,
+    /// Server certificate chain (PEM): serve gRPC over TLS.
+    #[arg(long, env = "CLICKTALLY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Server private key (PEM).
+    #[arg(long, env = "CLICKTALLY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Require client certificates signed by this CA (PEM): mutual TLS, only enrolled
+    /// collectors and consoles may connect.
+    #[arg(long, env = "CLICKTALLY_CLIENT_CA")]
+    client_ca: Option<PathBuf>,
+    /// Allow plaintext on an address that is not loopback.
+    #[arg(long, env = "CLICKTALLY_INSECURE")]
+    insecure: bool,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "CLICKTALLY_METRICS")]
+    metrics: Option<SocketAddr>,
     /// Log format: plain or json.
     #[arg(long, env = "CLICKTALLY_LOG_FORMAT", default_value = "plain")]
     log_format: String,
 }
 
+fn read_pem(what: &str, path: &std::path::Path) -> Result<Vec<u8>, String> {
+    std::fs::read(path).map_err(|e| format!("{what} {}: {e}", path.display()))
+}
+
 /// Flags over the file over the defaults.
-fn configure(args: &Args) -> Result<(AggregatorConfig, SocketAddr), String> {
+fn configure(args: &Args) -> Result<(AggregatorConfig, SocketAddr, Option<SocketAddr>), String> {
     let file = match &args.config {
         Some(p) => AggregatorFile::read(p)?,
         None => AggregatorFile::default(),
@@ -83,11 +104,39 @@ fn configure(args: &Args) -> Result<(AggregatorConfig, SocketAddr), String> {
         .unwrap_or(c.max_batch_events);
     c.exclusions = file.excluded_hosts();
     c.exclusions.extend(args.exclude.iter().cloned());
+    let cert = args.tls_cert.clone().or(file.tls_cert.clone());
+    let key = args.tls_key.clone().or(file.tls_key.clone());
+    let client_ca = args.client_ca.clone().or(file.client_ca.clone());
+    c.tls = match (cert, key) {
+        (Some(cert), Some(key)) => Some(TlsConfig {
+            cert_pem: read_pem("--tls-cert", &cert)?,
+            key_pem: read_pem("--tls-key", &key)?,
+            client_ca_pem: client_ca
+                .as_deref()
+                .map(|p| read_pem("--client-ca", p))
+                .transpose()?,
+        }),
+        (None, None) if client_ca.is_some() => {
+            return Err("--client-ca needs --tls-cert and --tls-key".into())
+        }
+        (None, None) => None,
+        _ => return Err("give both --tls-cert and --tls-key".into()),
+    };
+    c.insecure = args.insecure || file.insecure.unwrap_or(false);
+    c.tokens = file.tokens.clone();
+    c.max_watchers_per_token = file
+        .max_watchers_per_token
+        .unwrap_or(c.max_watchers_per_token);
+    c.request_timeout = file.request_timeout.unwrap_or(c.request_timeout);
+    c.concurrency_per_connection = file
+        .concurrency_per_connection
+        .unwrap_or(c.concurrency_per_connection);
+    let metrics = args.metrics.or(file.metrics);
     let listen = args
         .listen
         .or(file.listen)
         .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 7401)));
-    Ok((c, listen))
+    Ok((c, listen, metrics))
 }
 
 fn init_logging(format: &str) {
@@ -122,7 +171,7 @@ async fn shutdown_signal() {
 async fn main() -> ExitCode {
     let args = Args::parse();
     init_logging(&args.log_format);
-    let (config, listen) = match configure(&args) {
+    let (config, listen, metrics_addr) = match configure(&args) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("clicktally-aggregator: {e}");
@@ -136,8 +185,20 @@ async fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    let metrics = match metrics_addr {
+        Some(addr) => match tokio::net::TcpListener::bind(addr).await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("clicktally-aggregator: cannot serve metrics on {addr}: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
     tracing::info!(%listen, "starting");
-    match clicktally_aggregator::run(listener, config, shutdown_signal()).await {
+    match clicktally_aggregator::run_with_metrics(listener, metrics, config, shutdown_signal())
+        .await
+    {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("clicktally-aggregator: {e}");

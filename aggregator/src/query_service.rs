@@ -1,8 +1,10 @@
 //! `ClickQuery`: Summary and UrlDetail over the in-memory counters; Watch through the
 //! [`WatchHub`].
 
+use crate::auth::Caller;
 use crate::clock::Clock;
 use crate::error::AggregatorError;
+use crate::metrics::Metrics;
 use crate::query::{summarize, url_detail, Filter};
 use crate::store::CounterStore;
 use crate::watch::WatchHub;
@@ -10,8 +12,11 @@ use clicktally_proto::v1::click_query_server::ClickQuery;
 use clicktally_proto::v1::{
     SummaryRequest, SummaryResponse, UrlDetailRequest, UrlDetailResponse, WatchRequest, WatchUpdate,
 };
+use std::collections::HashMap;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::atomic::Ordering::Relaxed;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_stream::Stream;
 use tonic::{Request, Response, Status};
@@ -28,6 +33,47 @@ pub struct QueryService {
     clock: Arc<dyn Clock>,
     /// Live watchers.
     hub: WatchHub,
+    /// Watch streams open per token name.
+    watchers: Arc<Mutex<HashMap<String, usize>>>,
+    /// Watch streams one token may hold.
+    max_watchers_per_token: usize,
+    /// Counts limit hits.
+    metrics: Arc<Metrics>,
+}
+
+/// The caller's tenant scope, if its token has one.
+fn tenant_of<T>(req: &Request<T>) -> Option<String> {
+    req.extensions()
+        .get::<Caller>()
+        .and_then(|c| c.tenant.clone())
+}
+
+/// A Watch stream that gives its slot back to its token when the client goes away.
+struct CountedStream {
+    inner: ReceiverStream<Result<WatchUpdate, Status>>,
+    slots: Arc<Mutex<HashMap<String, usize>>>,
+    token: String,
+}
+
+impl Stream for CountedStream {
+    type Item = Result<WatchUpdate, Status>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        Pin::new(&mut self.inner).poll_next(cx)
+    }
+}
+
+/// Gives one watch slot of `token` back.
+fn release(slots: &Mutex<HashMap<String, usize>>, token: &str) {
+    let mut slots = slots.lock().unwrap_or_else(|p| p.into_inner());
+    if let Some(n) = slots.get_mut(token) {
+        *n = n.saturating_sub(1);
+    }
+}
+
+impl Drop for CountedStream {
+    fn drop(&mut self) {
+        release(&self.slots, &self.token);
+    }
 }
 
 impl QueryService {
@@ -37,12 +83,17 @@ impl QueryService {
         exclusions: Vec<String>,
         clock: Arc<dyn Clock>,
         hub: WatchHub,
+        max_watchers_per_token: usize,
+        metrics: Arc<Metrics>,
     ) -> Self {
         Self {
             store,
             exclusions: Arc::new(exclusions),
             clock,
             hub,
+            watchers: Arc::default(),
+            max_watchers_per_token,
+            metrics,
         }
     }
 
@@ -50,8 +101,12 @@ impl QueryService {
     ///
     /// # Errors
     /// When the request cannot be answered as asked.
-    pub fn summary(&self, req: &SummaryRequest) -> Result<SummaryResponse, AggregatorError> {
-        let filter = Filter::new(req, &self.exclusions, None);
+    pub fn summary(
+        &self,
+        req: &SummaryRequest,
+        tenant: Option<String>,
+    ) -> Result<SummaryResponse, AggregatorError> {
+        let filter = Filter::new(req, &self.exclusions, tenant);
         let state = self.store.read();
         Ok(summarize(&state, req, &filter, self.clock.now_ms())?)
     }
@@ -68,9 +123,10 @@ impl ClickQuery for QueryService {
         &self,
         request: Request<SummaryRequest>,
     ) -> Result<Response<SummaryResponse>, Status> {
+        let tenant = tenant_of(&request);
         let req = request.into_inner();
         let this = self.clone();
-        let resp = tokio::task::spawn_blocking(move || this.summary(&req))
+        let resp = tokio::task::spawn_blocking(move || this.summary(&req, tenant))
             .await
             .map_err(|e| Status::internal(format!("summary task failed: {e}")))??;
         Ok(Response::new(resp))
@@ -80,12 +136,41 @@ impl ClickQuery for QueryService {
         &self,
         request: Request<WatchRequest>,
     ) -> Result<Response<Self::WatchStream>, Status> {
+        let tenant = tenant_of(&request);
+        let token = request
+            .extensions()
+            .get::<Caller>()
+            .map(|c| c.name.clone())
+            .unwrap_or_default();
         let req = request.into_inner();
         let filter_req = req.filter.clone().unwrap_or_default();
         crate::query::Column::parse(&filter_req.order_by).map_err(AggregatorError::from)?;
-        let filter = Filter::new(&filter_req, &self.exclusions, None);
-        let rx = self.hub.register(req, filter).await?;
-        Ok(Response::new(Box::pin(ReceiverStream::new(rx))))
+        let filter = Filter::new(&filter_req, &self.exclusions, tenant);
+        {
+            let mut slots = self.watchers.lock().unwrap_or_else(|p| p.into_inner());
+            let n = slots.entry(token.clone()).or_default();
+            if *n >= self.max_watchers_per_token {
+                self.metrics.limit_hits.fetch_add(1, Relaxed);
+                return Err(Status::resource_exhausted(format!(
+                    "this token already holds {} watch streams (the limit)",
+                    self.max_watchers_per_token
+                )));
+            }
+            *n += 1;
+        }
+        let rx = match self.hub.register(req, filter).await {
+            Ok(rx) => rx,
+            Err(status) => {
+                release(&self.watchers, &token);
+                return Err(status);
+            }
+        };
+        let stream = CountedStream {
+            inner: ReceiverStream::new(rx),
+            slots: self.watchers.clone(),
+            token,
+        };
+        Ok(Response::new(Box::pin(stream)))
     }
 
     #[instrument(skip(self, request))]

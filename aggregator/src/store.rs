@@ -70,6 +70,8 @@ pub struct StagedGroup {
     pub acks: Vec<PushAck>,
     /// Keys (hour, counter) whose counts changed, for live watchers.
     pub touched: Vec<(u32, CounterKey)>,
+    /// Events counted, by source, for metrics.
+    pub applied_by_source: HashMap<String, u64>,
 }
 
 /// Durable per-URL, per-hour click counters.
@@ -157,6 +159,7 @@ impl CounterStore {
         let mut new_digests: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
         let mut touched_hwm: Vec<String> = Vec::new();
         let mut acks = Vec::with_capacity(batches.len());
+        let mut applied_by_source: HashMap<String, u64> = HashMap::new();
         for batch in batches {
             let mut ack = PushAck {
                 collector_id: batch.collector_id.clone(),
@@ -205,6 +208,12 @@ impl CounterStore {
                     .add(&ev.action_type, ev.clicked_through, ev.time_unix_ms);
                 touched.insert((hour, key));
                 ack.applied += 1;
+                match applied_by_source.get_mut(&ev.source) {
+                    Some(n) => *n += 1,
+                    None => {
+                        applied_by_source.insert(ev.source.clone(), 1);
+                    }
+                }
             }
             if ack.last_sequence > hwm {
                 state
@@ -236,6 +245,7 @@ impl CounterStore {
             batch: sled_batch,
             acks,
             touched: touched.into_iter().collect(),
+            applied_by_source,
         }
     }
 

@@ -9,6 +9,7 @@
 //! room again; one that stays full for `max_lag` is dropped with a clear status.
 
 use crate::clock::Clock;
+use crate::metrics::Metrics;
 use crate::query::{hours_of_window, summarize, Filter};
 use crate::store::CounterStore;
 use clicktally_proto::v1::watch_update::Kind;
@@ -86,6 +87,7 @@ impl WatchHub {
         store: Arc<CounterStore>,
         clock: Arc<dyn Clock>,
         config: WatchConfig,
+        metrics: Arc<Metrics>,
         shutdown: CancellationToken,
     ) -> Self {
         let (register, rx) = mpsc::channel(64);
@@ -94,7 +96,15 @@ impl WatchHub {
             generation: Arc::new(AtomicU64::new(0)),
             watchers: Arc::new(AtomicU64::new(0)),
         };
-        tokio::spawn(run(store, clock, config, rx, hub.clone(), shutdown));
+        tokio::spawn(run(
+            store,
+            clock,
+            config,
+            rx,
+            hub.clone(),
+            metrics,
+            shutdown,
+        ));
         hub
     }
 
@@ -145,6 +155,7 @@ async fn run(
     config: WatchConfig,
     mut register: mpsc::Receiver<(WatchRequest, Filter, UpdateSender)>,
     hub: WatchHub,
+    metrics: Arc<Metrics>,
     shutdown: CancellationToken,
 ) {
     let mut watchers: Vec<Watcher> = Vec::new();
@@ -179,7 +190,7 @@ async fn run(
                 let now_ms = clock.now_ms();
                 // Watchers with the same request share one computation per tick.
                 let mut computed = Computed::new();
-                watchers.retain_mut(|w| step(w, &store, now, now_ms, generation, &config, &mut computed));
+                watchers.retain_mut(|w| step(w, &store, now, now_ms, generation, &config, &metrics, &mut computed));
             }
         }
         hub.watchers.store(watchers.len() as u64, Ordering::Relaxed);
@@ -191,6 +202,7 @@ async fn run(
 }
 
 /// Brings one watcher up to date; false when it is to be dropped.
+#[allow(clippy::too_many_arguments)]
 fn step(
     w: &mut Watcher,
     store: &CounterStore,
@@ -198,6 +210,7 @@ fn step(
     now_ms: i64,
     generation: u64,
     config: &WatchConfig,
+    metrics: &Metrics,
     computed: &mut Computed,
 ) -> bool {
     if w.tx.is_closed() {
@@ -233,6 +246,7 @@ fn step(
                     let _ =
                         tokio::time::timeout(Duration::from_secs(30), tx.send(Err(status))).await;
                 });
+                metrics.watch_dropped.fetch_add(1, Ordering::Relaxed);
                 info!("dropped a watcher that fell behind");
                 return false;
             }

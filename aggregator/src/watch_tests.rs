@@ -55,6 +55,7 @@ async fn a_lagging_watcher_gets_a_fresh_snapshot_when_it_catches_up() {
         store.clone(),
         Arc::new(ManualClock::new(NOW)),
         fast(Duration::from_secs(60)),
+        Arc::default(),
         stop.clone(),
     );
     let filter = Filter::new(&SummaryRequest::default(), &[], None);
@@ -99,6 +100,7 @@ async fn a_watcher_that_stays_full_is_dropped_with_a_clear_status() {
         store.clone(),
         Arc::new(ManualClock::new(NOW)),
         fast(Duration::from_millis(100)),
+        Arc::default(),
         stop.clone(),
     );
     let mut rx = hub

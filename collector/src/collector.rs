@@ -54,6 +54,17 @@ pub async fn run(
     let dead = Arc::new(open_dead_letters(&config.dead_letter_path())?);
     info!(collector = spool.collector_id(), spool = %config.spool_dir.display(), queued = spool.depth(), "collector started");
 
+    if let Some(addr) = config.metrics {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| CollectorError::Input(format!("cannot serve metrics on {addr}: {e}")))?;
+        tokio::spawn(crate::metrics::serve(
+            listener,
+            stats.clone(),
+            spool.clone(),
+            shutdown.clone(),
+        ));
+    }
     let ship_token = CancellationToken::new();
     let shipper = tokio::spawn(shipper::run(
         spool.clone(),

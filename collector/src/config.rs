@@ -39,6 +39,8 @@ pub struct CollectorConfig {
     pub pollers: Vec<PollerConfig>,
     /// Without `once`: how often inputs are scanned for new lines and new files.
     pub follow_interval: Duration,
+    /// Where to serve Prometheus metrics, if anywhere.
+    pub metrics: Option<std::net::SocketAddr>,
 }
 
 impl CollectorConfig {
@@ -60,6 +62,7 @@ impl CollectorConfig {
             time_shift_ms: 0,
             pollers: Vec::new(),
             follow_interval: Duration::from_secs(1),
+            metrics: None,
         }
     }
 

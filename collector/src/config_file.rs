@@ -49,6 +49,18 @@ pub struct CollectorFile {
     /// How often followed files are scanned.
     #[serde(default, deserialize_with = "duration")]
     pub follow_interval: Option<Duration>,
+    /// CA of the aggregator's certificate (PEM): connect over TLS.
+    pub ca: Option<PathBuf>,
+    /// Client certificate (PEM) for mutual TLS.
+    pub tls_cert: Option<PathBuf>,
+    /// Client key (PEM) for mutual TLS.
+    pub tls_key: Option<PathBuf>,
+    /// Environment variable holding the bearer token.
+    pub token_env: Option<String>,
+    /// File holding the bearer token.
+    pub token_file: Option<PathBuf>,
+    /// Prometheus metrics address.
+    pub metrics: Option<std::net::SocketAddr>,
     /// The sources.
     #[serde(default, rename = "source")]
     pub sources: Vec<SourceEntry>,

@@ -23,6 +23,7 @@ pub mod deadletter;
 pub mod error;
 pub mod files;
 pub mod input;
+pub mod metrics;
 pub mod poll;
 pub mod record;
 pub mod secret;

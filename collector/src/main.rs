@@ -5,7 +5,9 @@
 use clap::Parser;
 use clicktally_collector::config_file::CollectorFile;
 use clicktally_collector::input::{parse_input, InputSpec};
+use clicktally_collector::secret::{load, Secret};
 use clicktally_collector::CollectorConfig;
+use clicktally_proto::client::ClientTls;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -66,6 +68,25 @@ struct Args {
     /// How often followed inputs are scanned for new lines and files [default: 1s].
     #[arg(long, env = "CLICKTALLY_FOLLOW_INTERVAL", value_parser = humantime::parse_duration)]
     follow_interval: Option<Duration>,
+    /// CA of the aggregator's certificate (PEM): connect over TLS (use an https:// endpoint).
+    #[arg(long, env = "CLICKTALLY_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), for an aggregator that requires mutual TLS.
+    #[arg(long, env = "CLICKTALLY_TLS_CERT", requires = "tls_key")]
+    tls_cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, env = "CLICKTALLY_TLS_KEY", requires = "tls_cert")]
+    tls_key: Option<PathBuf>,
+    /// Bearer token presented to the aggregator (prefer CLICKTALLY_TOKEN or --token-file: a
+    /// flag shows in the process list).
+    #[arg(long, env = "CLICKTALLY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, env = "CLICKTALLY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+    /// Serve Prometheus metrics on this address (GET /metrics).
+    #[arg(long, env = "CLICKTALLY_METRICS")]
+    metrics: Option<std::net::SocketAddr>,
     /// Report format: text or json.
     #[arg(long, default_value = "text")]
     report: String,
@@ -128,6 +149,36 @@ fn configure(args: Args) -> Result<(CollectorConfig, String), String> {
         .follow_interval
         .or(file.follow_interval)
         .unwrap_or(c.follow_interval);
+    c.metrics = args.metrics.or(file.metrics);
+    let read = |what: &str, p: &std::path::Path| {
+        std::fs::read(p).map_err(|e| format!("{what} {}: {e}", p.display()))
+    };
+    let ca = args.ca.clone().or(file.ca.clone());
+    let cert = args.tls_cert.clone().or(file.tls_cert.clone());
+    let key = args.tls_key.clone().or(file.tls_key.clone());
+    if ca.is_some() || cert.is_some() {
+        c.shipper.tls = Some(ClientTls {
+            ca_pem: ca.as_deref().map(|p| read("--ca", p)).transpose()?,
+            identity: match (cert, key) {
+                (Some(cert), Some(key)) => {
+                    Some((read("--tls-cert", &cert)?, read("--tls-key", &key)?))
+                }
+                (None, None) => None,
+                _ => return Err("give both --tls-cert and --tls-key".into()),
+            },
+        });
+    }
+    c.shipper.token = match (
+        args.token.clone(),
+        args.token_file.clone().or(file.token_file.clone()),
+    ) {
+        (Some(t), _) => Some(Secret::new(t)),
+        (None, Some(f)) => Some(load("token", None, Some(&f), &|_| None)?),
+        (None, None) => match &file.token_env {
+            Some(var) => Some(load("token", Some(var), None, &|v| std::env::var(v).ok())?),
+            None => None,
+        },
+    };
     let s = &mut c.shipper;
     s.endpoint = args
         .aggregator

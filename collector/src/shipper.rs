@@ -2,8 +2,10 @@
 //! keeps several batches in flight, deletes a batch from the spool only when it is acknowledged,
 //! and reconnects with capped backoff (500 ms to 5 s) when the aggregator is away.
 
+use crate::secret::Secret;
 use crate::spool::{Spool, SpoolError};
 use crate::stats::Stats;
+use clicktally_proto::client::{self, BearerToken, ClientTls};
 use clicktally_proto::v1::click_ingest_client::ClickIngestClient;
 use clicktally_proto::v1::EventBatch;
 use std::collections::VecDeque;
@@ -14,7 +16,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_stream::wrappers::ReceiverStream;
 use tokio_util::sync::CancellationToken;
-use tonic::transport::{Channel, Endpoint};
+use tonic::transport::Channel;
 use tracing::{debug, info, warn};
 
 /// How batches are formed and sent.
@@ -34,6 +36,10 @@ pub struct ShipperConfig {
     pub backoff_max: Duration,
     /// On shutdown, how long to wait for acknowledgements of batches in flight.
     pub drain_timeout: Duration,
+    /// TLS towards the aggregator (CA, and a client certificate for mutual TLS).
+    pub tls: Option<ClientTls>,
+    /// Bearer token presented to the aggregator (role `ingest`).
+    pub token: Option<Secret>,
 }
 
 impl Default for ShipperConfig {
@@ -46,6 +52,8 @@ impl Default for ShipperConfig {
             backoff_min: Duration::from_millis(500),
             backoff_max: Duration::from_secs(5),
             drain_timeout: Duration::from_secs(5),
+            tls: None,
+            token: None,
         }
     }
 }
@@ -59,6 +67,9 @@ pub enum ShipError {
     /// The endpoint is not a valid URI.
     #[error("aggregator endpoint {0:?} is not a valid URI: {1}")]
     Endpoint(String, String),
+    /// The aggregator refused the credentials; retrying will not help until they are fixed.
+    #[error("the aggregator refused this collector: {0}")]
+    Refused(String),
     /// Connecting or streaming failed; the shipper reconnects.
     #[error("aggregator {endpoint}: {detail}")]
     Connection {
@@ -79,8 +90,10 @@ pub async fn run(
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) -> Result<(), ShipError> {
-    let endpoint = Endpoint::from_shared(config.endpoint.clone())
-        .map_err(|e| ShipError::Endpoint(config.endpoint.clone(), e.to_string()))?
+    let bearer = BearerToken::new(config.token.as_ref().map(Secret::expose))
+        .map_err(|e| ShipError::Endpoint(config.endpoint.clone(), e))?;
+    let endpoint = client::endpoint(&config.endpoint, config.tls.as_ref())
+        .map_err(|e| ShipError::Endpoint(config.endpoint.clone(), e))?
         .tcp_nodelay(true)
         .connect_timeout(Duration::from_secs(5))
         .http2_keep_alive_interval(Duration::from_secs(30));
@@ -90,7 +103,9 @@ pub async fn run(
             return Ok(());
         }
         let outcome = match endpoint.connect().await {
-            Ok(channel) => session(channel, &spool, &config, &stats, &shutdown).await,
+            Ok(channel) => {
+                session(channel, bearer.clone(), &spool, &config, &stats, &shutdown).await
+            }
             Err(e) => Err(ShipError::Connection {
                 endpoint: config.endpoint.clone(),
                 detail: format!("cannot connect: {}", source_chain(&e)),
@@ -136,6 +151,7 @@ enum Progress {
 
 async fn session(
     channel: Channel,
+    bearer: BearerToken,
     spool: &Spool,
     config: &ShipperConfig,
     stats: &Stats,
@@ -145,12 +161,18 @@ async fn session(
         endpoint: config.endpoint.clone(),
         detail,
     };
-    let mut client = ClickIngestClient::new(channel).max_encoding_message_size(64 * 1024 * 1024);
+    let mut client = ClickIngestClient::with_interceptor(channel, bearer)
+        .max_encoding_message_size(64 * 1024 * 1024);
     let (tx, rx) = mpsc::channel::<EventBatch>(config.max_in_flight.max(1));
     let mut acks = client
         .push(ReceiverStream::new(rx))
         .await
-        .map_err(|s| conn_err(format!("push refused: {}", s.message())))?
+        .map_err(|s| match s.code() {
+            tonic::Code::Unauthenticated | tonic::Code::PermissionDenied => {
+                ShipError::Refused(format!("{} ({:?})", s.message(), s.code()))
+            }
+            _ => conn_err(format!("push refused: {}", s.message())),
+        })?
         .into_inner();
     info!(endpoint = %config.endpoint, collector = spool.collector_id(), "shipping");
     let mut last_seq = spool.watch_last_seq();

@@ -27,6 +27,8 @@ pub struct Parsed {
     pub records: u64,
     /// Records that are not clicks.
     pub skipped: u64,
+    /// (events, skipped, dead-lettered) by source, for metrics.
+    pub by_source: std::collections::BTreeMap<&'static str, [u64; 3]>,
 }
 
 impl Parsed {
@@ -43,10 +45,18 @@ impl Parsed {
         kind.parse(chunk, limits, &mut records);
         for rec in records {
             self.records += 1;
+            let counts = self.by_source.entry(kind.name()).or_default();
             match rec {
-                Record::Click(ev) => self.events.push(ev),
-                Record::Skipped(_) => self.skipped += 1,
+                Record::Click(ev) => {
+                    counts[0] += 1;
+                    self.events.push(ev);
+                }
+                Record::Skipped(_) => {
+                    counts[1] += 1;
+                    self.skipped += 1;
+                }
                 Record::Invalid { reason, raw } => {
+                    counts[2] += 1;
                     let raw = raw.as_deref().map(str::as_bytes).unwrap_or(chunk);
                     self.dead
                         .push(DeadLetter::new(kind.name(), input, line, reason, raw));
@@ -58,6 +68,7 @@ impl Parsed {
     /// Records one chunk that was too large to read.
     pub fn add_oversize(&mut self, kind: SourceKind, input: &str, line: u64, len: u64, limit: u64) {
         self.records += 1;
+        self.by_source.entry(kind.name()).or_default()[2] += 1;
         self.dead.push(DeadLetter::new(
             kind.name(),
             input,
@@ -173,6 +184,15 @@ impl Sink {
         s.events.fetch_add(parsed.events.len() as u64, Relaxed);
         s.skipped.fetch_add(parsed.skipped, Relaxed);
         s.dead_lettered.fetch_add(parsed.dead.len() as u64, Relaxed);
+        {
+            let mut by = s.by_source.lock().unwrap_or_else(|p| p.into_inner());
+            for (source, c) in &parsed.by_source {
+                let e = by.entry(source).or_default();
+                for i in 0..3 {
+                    e[i] += c[i];
+                }
+            }
+        }
         Ok(Committed::Done)
     }
 

@@ -191,6 +191,12 @@ impl Spool {
         Ok(())
     }
 
+    /// The click time of the oldest event waiting, if any.
+    pub fn oldest_click_ms(&self) -> Option<i64> {
+        let (_, v) = self.tree.scan_prefix([EVENT]).next()?.ok()?;
+        ClickEvent::decode(v.as_ref()).ok().map(|e| e.time_unix_ms)
+    }
+
     /// Up to `max` events from sequence `from` on, with the sequence of the first.
     ///
     /// # Errors

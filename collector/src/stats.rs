@@ -28,6 +28,8 @@ pub struct Stats {
     pub expired: AtomicU64,
     /// Of those, refused by the aggregator.
     pub rejected: AtomicU64,
+    /// (events, skipped, dead-lettered) by source.
+    pub by_source: std::sync::Mutex<std::collections::BTreeMap<&'static str, [u64; 3]>>,
 }
 
 impl Stats {

@@ -2,7 +2,7 @@
 //! sled directories, fed the sample vendor files from `examples/` (embedded in the binary)
 //! replayed as if they had just happened; then the seed's table.
 
-use crate::query::{summary, ConsoleError};
+use crate::query::{summary, Conn, ConsoleError};
 use crate::render::Format;
 use clicktally_aggregator::AggregatorConfig;
 use clicktally_collector::collector::newest_click_ms;
@@ -187,7 +187,7 @@ pub async fn run(width: usize, tui: bool, stop: CancellationToken) -> Result<Str
             interval_ms: 500,
             rolling_window_ms: Some(crate::query_window_ms()),
         };
-        let shown = crate::top::run(endpoint, req, stop.clone()).await;
+        let shown = crate::top::run(Conn::plain(endpoint), req, stop.clone()).await;
         services.cancel();
         let _ = collector.await;
         shown.map_err(|e| demo_err(&e))?;
@@ -206,7 +206,16 @@ pub async fn run(width: usize, tui: bool, stop: CancellationToken) -> Result<Str
             order_by: "Total".into(),
             ..Default::default()
         };
-        out.push_str(&summary(&endpoint, req, Format::Table, width, false).await?);
+        out.push_str(
+            &summary(
+                &Conn::plain(endpoint.clone()),
+                req,
+                Format::Table,
+                width,
+                false,
+            )
+            .await?,
+        );
         out
     };
     services.cancel();

@@ -1,7 +1,7 @@
 //! Following a Watch stream: reconnects with capped backoff (500 ms to 5 s), and keeps the
 //! current rows by applying snapshots, updates and removals, as `watch` and `top` show them.
 
-use crate::query::connect;
+use crate::query::{connect, Conn};
 use clicktally_proto::v1::watch_update::Kind;
 use clicktally_proto::v1::{SummaryRow, WatchRequest, WatchUpdate};
 use std::collections::HashMap;
@@ -22,7 +22,7 @@ pub enum LiveEvent {
 
 /// Follows `req` on `endpoint` until `stop`, sending what happens to `tx`.
 pub async fn follow(
-    endpoint: String,
+    conn: Conn,
     req: WatchRequest,
     tx: mpsc::Sender<LiveEvent>,
     stop: CancellationToken,
@@ -30,7 +30,7 @@ pub async fn follow(
     let mut backoff = Duration::from_millis(500);
     loop {
         let attempt = async {
-            let mut client = connect(&endpoint).await.map_err(|e| e.to_string())?;
+            let mut client = connect(&conn).await.map_err(|e| e.to_string())?;
             let mut stream = client
                 .watch(req.clone())
                 .await

@@ -2,13 +2,15 @@
 
 use clap::{Parser, Subcommand};
 use clicktally_console::live::{follow, LiveEvent, LiveRows};
-use clicktally_console::query::{connect, summary, ConsoleError, QueryArgs};
+use clicktally_console::query::{connect, summary, Conn, ConsoleError, QueryArgs};
 use clicktally_console::render::{self, Format, JsonRow};
 use clicktally_console::timearg::{format_minute, format_rfc3339, parse_duration, parse_time};
 use clicktally_console::{demo, terminal_width, top};
+use clicktally_proto::client::{BearerToken, ClientTls};
 use clicktally_proto::v1::watch_update::Kind;
 use clicktally_proto::v1::{GroupBy, SummaryResponse, UrlDetailRequest};
 use std::io::{IsTerminal, Write};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use tokio_util::sync::CancellationToken;
@@ -17,8 +19,70 @@ use tokio_util::sync::CancellationToken;
 #[derive(Debug, Parser)]
 #[command(name = "clicktally", version)]
 struct Cli {
+    #[command(flatten)]
+    conn: ConnArgs,
     #[command(subcommand)]
     command: Command,
+}
+
+/// How to reach an aggregator that serves TLS or requires a token.
+#[derive(Debug, clap::Args)]
+struct ConnArgs {
+    /// CA of the aggregator's certificate (PEM): connect over TLS (use an https:// endpoint).
+    #[arg(long, global = true, env = "CLICKTALLY_CA")]
+    ca: Option<PathBuf>,
+    /// Client certificate (PEM), for an aggregator that requires mutual TLS.
+    #[arg(long, global = true, env = "CLICKTALLY_TLS_CERT")]
+    tls_cert: Option<PathBuf>,
+    /// Client private key (PEM).
+    #[arg(long, global = true, env = "CLICKTALLY_TLS_KEY")]
+    tls_key: Option<PathBuf>,
+    /// Bearer token (prefer CLICKTALLY_TOKEN or --token-file: a flag shows in the process list).
+    #[arg(long, global = true, env = "CLICKTALLY_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// File holding the bearer token.
+    #[arg(long, global = true, env = "CLICKTALLY_TOKEN_FILE")]
+    token_file: Option<PathBuf>,
+}
+
+impl ConnArgs {
+    fn conn(&self, endpoint: String) -> Result<Conn, ConsoleError> {
+        let read = |what: &str, p: &PathBuf| {
+            std::fs::read(p)
+                .map_err(|e| ConsoleError::Usage(format!("{what} {}: {e}", p.display())))
+        };
+        let tls = if self.ca.is_some() || self.tls_cert.is_some() {
+            Some(ClientTls {
+                ca_pem: self.ca.as_ref().map(|p| read("--ca", p)).transpose()?,
+                identity: match (&self.tls_cert, &self.tls_key) {
+                    (Some(c), Some(k)) => Some((read("--tls-cert", c)?, read("--tls-key", k)?)),
+                    (None, None) => None,
+                    _ => {
+                        return Err(ConsoleError::Usage(
+                            "give both --tls-cert and --tls-key".into(),
+                        ))
+                    }
+                },
+            })
+        } else {
+            None
+        };
+        let token = match (&self.token, &self.token_file) {
+            (Some(t), _) => Some(t.clone()),
+            (None, Some(f)) => Some(
+                String::from_utf8_lossy(&read("--token-file", f)?)
+                    .trim()
+                    .to_owned(),
+            ),
+            (None, None) => None,
+        };
+        let token = BearerToken::new(token.as_deref()).map_err(ConsoleError::Usage)?;
+        Ok(Conn {
+            endpoint,
+            tls,
+            token,
+        })
+    }
 }
 
 // Parsed once per run: the size difference between subcommands does not matter.
@@ -108,6 +172,8 @@ enum Command {
         #[arg(long, value_enum, default_value = "table")]
         format: Format,
     },
+    /// Print the SHA-256 of a token read from standard input, for the aggregator's [[token]] list.
+    HashToken,
     /// Start an aggregator and a collector in this process with the sample data, fed live, and
     /// open `top` on it (or, when not on a terminal, print the table once).
     Demo {
@@ -143,9 +209,9 @@ async fn main() -> ExitCode {
             limit,
             format,
             per_source,
-        } => match query.request(now, limit) {
-            Ok(req) => summary(&aggregator, req, format, terminal_width(), per_source).await,
-            Err(e) => Err(e),
+        } => match (query.request(now, limit), cli.conn.conn(aggregator)) {
+            (Ok(req), Ok(conn)) => summary(&conn, req, format, terminal_width(), per_source).await,
+            (Err(e), _) | (_, Err(e)) => Err(e),
         },
         Command::Watch {
             aggregator,
@@ -153,24 +219,34 @@ async fn main() -> ExitCode {
             interval,
             limit,
             format,
-        } => match query.watch_request(now, limit, interval) {
-            Ok(req) => {
-                let group_by = GroupBy::try_from(query_group(&req)).unwrap_or(GroupBy::Url);
-                watch(aggregator, req, format, group_by, stop).await
+        } => {
+            match (
+                query.watch_request(now, limit, interval),
+                cli.conn.conn(aggregator),
+            ) {
+                (Ok(req), Ok(conn)) => {
+                    let group_by = GroupBy::try_from(query_group(&req)).unwrap_or(GroupBy::Url);
+                    watch(conn, req, format, group_by, stop).await
+                }
+                (Err(e), _) | (_, Err(e)) => Err(e),
             }
-            Err(e) => Err(e),
-        },
+        }
         Command::Top {
             aggregator,
             query,
             interval,
-        } => match query.watch_request(now, 0, interval) {
-            Ok(req) => top::run(aggregator, req, stop)
-                .await
-                .map(|_| String::new())
-                .map_err(|e| ConsoleError::Demo(e.to_string())),
-            Err(e) => Err(e),
-        },
+        } => {
+            match (
+                query.watch_request(now, 0, interval),
+                cli.conn.conn(aggregator),
+            ) {
+                (Ok(req), Ok(conn)) => top::run(conn, req, stop)
+                    .await
+                    .map(|_| String::new())
+                    .map_err(|e| ConsoleError::Demo(e.to_string())),
+                (Err(e), _) | (_, Err(e)) => Err(e),
+            }
+        }
         Command::Url {
             url,
             host,
@@ -178,17 +254,21 @@ async fn main() -> ExitCode {
             since,
             until,
             format,
-        } => {
-            url_detail(
-                &aggregator,
-                url,
-                host,
-                &since,
-                until.as_deref(),
-                format,
-                now,
-            )
-            .await
+        } => match cli.conn.conn(aggregator) {
+            Ok(conn) => url_detail(&conn, url, host, &since, until.as_deref(), format, now).await,
+            Err(e) => Err(e),
+        },
+        Command::HashToken => {
+            let mut token = String::new();
+            match std::io::stdin().read_line(&mut token) {
+                Ok(_) if !token.trim().is_empty() => Ok(format!(
+                    "{}\n",
+                    clicktally_aggregator::auth::hash_token(&token)
+                )),
+                _ => Err(ConsoleError::Usage(
+                    "give the token on standard input".into(),
+                )),
+            }
         }
         Command::Demo { no_tui } => {
             let tui = !no_tui && std::io::stdout().is_terminal();
@@ -213,14 +293,14 @@ fn query_group(req: &clicktally_proto::v1::WatchRequest) -> i32 {
 
 /// Prints each Watch message: one JSON object per line, or the whole current table.
 async fn watch(
-    endpoint: String,
+    conn: Conn,
     req: clicktally_proto::v1::WatchRequest,
     format: Format,
     group_by: GroupBy,
     stop: CancellationToken,
 ) -> Result<String, ConsoleError> {
     let (tx, mut rx) = tokio::sync::mpsc::channel(64);
-    tokio::spawn(follow(endpoint, req, tx, stop.clone()));
+    tokio::spawn(follow(conn, req, tx, stop.clone()));
     let mut live = LiveRows::default();
     let mut out = std::io::stdout();
     while let Some(ev) = rx.recv().await {
@@ -271,7 +351,7 @@ async fn watch(
 }
 
 async fn url_detail(
-    endpoint: &str,
+    conn: &Conn,
     url: String,
     by_host: bool,
     since: &str,
@@ -285,7 +365,7 @@ async fn url_detail(
         .transpose()
         .map_err(ConsoleError::Usage)?
         .unwrap_or(now);
-    let mut client = connect(endpoint).await?;
+    let mut client = connect(conn).await?;
     let d = client
         .url_detail(UrlDetailRequest {
             url,

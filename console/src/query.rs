@@ -2,9 +2,11 @@
 
 use crate::render::{self, Format};
 use crate::timearg::parse_time;
+use clicktally_proto::client::{BearerToken, ClientTls};
 use clicktally_proto::v1::click_query_client::ClickQueryClient;
 use clicktally_proto::v1::{GroupBy, SummaryRequest, SummaryResponse, WatchRequest};
 use thiserror::Error;
+use tonic::service::interceptor::InterceptedService;
 use tonic::transport::Channel;
 
 /// What the console can fail at.
@@ -143,22 +145,50 @@ impl QueryArgs {
     }
 }
 
+/// Where and how to reach the aggregator.
+#[derive(Debug, Clone)]
+pub struct Conn {
+    /// `http://host:port`, or `https://` with TLS.
+    pub endpoint: String,
+    /// TLS settings, when the aggregator serves TLS.
+    pub tls: Option<ClientTls>,
+    /// The bearer token, if the aggregator requires one.
+    pub token: BearerToken,
+}
+
+impl Conn {
+    /// A plaintext connection without a token (loopback, the demo, tests).
+    pub fn plain(endpoint: impl Into<String>) -> Self {
+        Self {
+            endpoint: endpoint.into(),
+            tls: None,
+            token: BearerToken::default(),
+        }
+    }
+}
+
+/// A query client that presents the connection's token.
+pub type QueryClient = ClickQueryClient<InterceptedService<Channel, BearerToken>>;
+
 /// Connects a query client.
 ///
 /// # Errors
 /// When the endpoint is malformed or unreachable.
-pub async fn connect(endpoint: &str) -> Result<ClickQueryClient<Channel>, ConsoleError> {
+pub async fn connect(conn: &Conn) -> Result<QueryClient, ConsoleError> {
     let err = |detail: String| ConsoleError::Connect {
-        endpoint: endpoint.to_owned(),
+        endpoint: conn.endpoint.clone(),
         detail,
     };
-    let channel = tonic::transport::Endpoint::from_shared(endpoint.to_owned())
-        .map_err(|e| err(e.to_string()))?
+    let channel = clicktally_proto::client::endpoint(&conn.endpoint, conn.tls.as_ref())
+        .map_err(err)?
         .connect_timeout(std::time::Duration::from_secs(5))
         .connect()
         .await
         .map_err(|e| err(error_chain(&e)))?;
-    Ok(ClickQueryClient::new(channel).max_decoding_message_size(256 * 1024 * 1024))
+    Ok(
+        ClickQueryClient::with_interceptor(channel, conn.token.clone())
+            .max_decoding_message_size(256 * 1024 * 1024),
+    )
 }
 
 fn error_chain(e: &dyn std::error::Error) -> String {
@@ -177,14 +207,14 @@ fn error_chain(e: &dyn std::error::Error) -> String {
 /// # Errors
 /// When the aggregator is unreachable or refuses the request.
 pub async fn summary(
-    endpoint: &str,
+    conn: &Conn,
     req: SummaryRequest,
     format: Format,
     width: usize,
     per_source: bool,
 ) -> Result<String, ConsoleError> {
     let group_by = GroupBy::try_from(req.group_by).unwrap_or(GroupBy::Url);
-    let mut client = connect(endpoint).await?;
+    let mut client = connect(conn).await?;
     let resp: SummaryResponse = client.summary(req).await?.into_inner();
     Ok(match format {
         Format::Table => render::table(&resp, group_by, width, per_source),

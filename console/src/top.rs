@@ -4,6 +4,7 @@
 //! connection state. It reconnects on its own.
 
 use crate::live::{follow, LiveEvent, LiveRows};
+use crate::query::Conn;
 use crate::render::shorten;
 use crate::timearg::format_minute;
 use clicktally_proto::v1::{SummaryRequest, SummaryRow, WatchRequest};
@@ -190,20 +191,16 @@ fn draw(f: &mut Frame, v: &View) {
 ///
 /// # Errors
 /// When the terminal cannot be set up.
-pub async fn run(
-    endpoint: String,
-    base: WatchRequest,
-    stop: CancellationToken,
-) -> std::io::Result<()> {
+pub async fn run(conn: Conn, base: WatchRequest, stop: CancellationToken) -> std::io::Result<()> {
     let mut terminal = ratatui::try_init()?;
-    let result = run_in(&mut terminal, endpoint, base, stop).await;
+    let result = run_in(&mut terminal, conn, base, stop).await;
     ratatui::restore();
     result
 }
 
 async fn run_in(
     terminal: &mut ratatui::DefaultTerminal,
-    endpoint: String,
+    conn: Conn,
     base: WatchRequest,
     stop: CancellationToken,
 ) -> std::io::Result<()> {
@@ -224,7 +221,7 @@ async fn run_in(
         });
     }
     let mut view = View {
-        endpoint: endpoint.clone(),
+        endpoint: conn.endpoint.clone(),
         live: LiveRows::default(),
         state: "connecting".into(),
         sort: SortColumn::Total,
@@ -236,7 +233,7 @@ async fn run_in(
             .unwrap_or_default(),
         editing: None,
     };
-    let (mut events, mut follower) = start_follow(&endpoint, &base, &view.filter, &stop);
+    let (mut events, mut follower) = start_follow(&conn, &base, &view.filter, &stop);
     let mut redraw = tokio::time::interval(Duration::from_millis(250));
     loop {
         terminal.draw(|f| draw(f, &view))?;
@@ -261,7 +258,7 @@ async fn run_in(
                             follower.cancel();
                             view.live = LiveRows::default();
                             view.state = "connecting".into();
-                            (events, follower) = start_follow(&endpoint, &base, &view.filter, &stop);
+                            (events, follower) = start_follow(&conn, &base, &view.filter, &stop);
                         }
                         KeyCode::Esc => view.editing = None,
                         KeyCode::Backspace => {
@@ -283,7 +280,7 @@ async fn run_in(
                         view.filter.clear();
                         follower.cancel();
                         view.live = LiveRows::default();
-                        (events, follower) = start_follow(&endpoint, &base, &view.filter, &stop);
+                        (events, follower) = start_follow(&conn, &base, &view.filter, &stop);
                     }
                     _ => {}
                 }
@@ -296,7 +293,7 @@ async fn run_in(
 }
 
 fn start_follow(
-    endpoint: &str,
+    conn: &Conn,
     base: &WatchRequest,
     filter: &str,
     stop: &CancellationToken,
@@ -308,6 +305,6 @@ fn start_follow(
     req.filter = Some(f);
     let (tx, rx) = mpsc::channel(64);
     let token = stop.child_token();
-    tokio::spawn(follow(endpoint.to_owned(), req, tx, token.clone()));
+    tokio::spawn(follow(conn.clone(), req, tx, token.clone()));
     (rx, token)
 }

@@ -193,7 +193,7 @@ async fn summary_json_uses_the_seed_column_names_and_health_is_served() {
     .unwrap();
 
     let out = clicktally_console::query::summary(
-        &agg.endpoint(),
+        &clicktally_console::query::Conn::plain(agg.endpoint()),
         SummaryRequest {
             order_by: "Url".into(),
             ..Default::default()
