@@ -178,13 +178,14 @@ impl ClickQuery for QueryService {
         &self,
         request: Request<UrlDetailRequest>,
     ) -> Result<Response<UrlDetailResponse>, Status> {
+        let tenant = tenant_of(&request);
         let req = request.into_inner();
         if req.url.is_empty() {
             return Err(Status::invalid_argument("url is required"));
         }
         let state = self.store.read();
-        let resp =
-            url_detail(&state, &req, None, self.clock.now_ms()).map_err(AggregatorError::from)?;
+        let resp = url_detail(&state, &req, tenant.as_deref(), self.clock.now_ms())
+            .map_err(AggregatorError::from)?;
         Ok(Response::new(resp))
     }
 }

@@ -43,8 +43,12 @@ pub mod client {
             match token.map(str::trim).filter(|t| !t.is_empty()) {
                 None => Ok(Self(None)),
                 Some(t) => format!("Bearer {t}")
-                    .parse()
-                    .map(|v| Self(Some(v)))
+                    .parse::<MetadataValue<Ascii>>()
+                    .map(|mut v| {
+                        // Sensitive: HPACK never indexes it, and Debug output shows no value.
+                        v.set_sensitive(true);
+                        Self(Some(v))
+                    })
                     .map_err(|_| {
                         "the token has characters that cannot be sent in a header".to_string()
                     }),
