@@ -525,3 +525,37 @@ fn the_aggregator_config_hides_the_seeds_benign_look_alikes() {
         "{out}"
     );
 }
+
+#[test]
+fn the_systemd_units_verify() {
+    let Ok(out) = std::process::Command::new("systemd-analyze")
+        .arg("--version")
+        .output()
+    else {
+        eprintln!("systemd-analyze is not installed here; the units are checked where it is");
+        return;
+    };
+    assert!(out.status.success());
+    let deploy = Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/systemd");
+    for unit in [
+        "clicktally-aggregator.service",
+        "clicktally-collector.service",
+    ] {
+        let out = std::process::Command::new("systemd-analyze")
+            .args(["verify", "--man=no"])
+            .arg(deploy.join(unit))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        // The binaries are not installed on a build machine: only that complaint is allowed.
+        let problems: Vec<&str> = err
+            .lines()
+            .filter(|l| !l.contains("/usr/local/bin/clicktally") && !l.trim().is_empty())
+            .filter(|l| {
+                !l.contains("Failed to prepare filename")
+                    && !l.contains("Unit configuration has fatal error")
+            })
+            .collect();
+        assert!(problems.is_empty(), "{unit}: {err}");
+    }
+}
