@@ -274,7 +274,10 @@ pub fn aggregate(
 }
 
 fn url_facts(url: &str, filter: &Filter) -> UrlFacts {
-    let host = host_of(url);
+    // Parsing the URL is the costly part: only when a host rule or grouping needs it.
+    let needs_host =
+        filter.host.is_some() || !filter.exclusions.is_empty() || filter.group_by != GroupBy::Url;
+    let host = if needs_host { host_of(url) } else { None };
     let matches = (filter.url_contains.is_empty()
         || url.to_lowercase().contains(&filter.url_contains))
         && filter
