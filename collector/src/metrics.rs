@@ -92,3 +92,49 @@ pub async fn serve(
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::record::FieldLimits;
+    use crate::sink::Parsed;
+    use crate::sources::SourceKind;
+
+    #[tokio::test]
+    async fn counters_follow_what_was_read_and_spooled() {
+        let dir = tempfile::tempdir().unwrap();
+        let spool = Spool::open(dir.path(), 1 << 20).unwrap();
+        let stats = Stats::default();
+        let mut p = Parsed::default();
+        let limits = FieldLimits {
+            max_url_bytes: 100,
+            now_ms: 1_796_126_400_000,
+        };
+        let line = br#"{"Timestamp":"2026-12-01T10:00:00Z","Url":"https://x.example/","ActionType":"ClickAllowed"}"#;
+        p.add_chunk(SourceKind::Defender, line, "f", 1, &limits);
+        p.add_chunk(SourceKind::Defender, b"{oops", "f", 2, &limits);
+        spool.append(&p.events, None).await.unwrap();
+        {
+            let mut by = stats.by_source.lock().unwrap();
+            for (s, c) in &p.by_source {
+                by.insert(s, *c);
+            }
+        }
+        let text = render(&stats, &spool, 1_796_126_400_000);
+        assert!(
+            text.contains(
+                "clicktally_collector_events_total{source=\"defender\",outcome=\"click\"} 1\n"
+            ),
+            "{text}"
+        );
+        assert!(text.contains(
+            "clicktally_collector_events_total{source=\"defender\",outcome=\"dead_lettered\"} 1\n"
+        ));
+        assert!(text.contains("clicktally_collector_spool_depth 1\n"));
+        // The waiting click happened at 10:00, two hours before "now".
+        assert!(
+            text.contains("clicktally_collector_spool_oldest_seconds 7200\n"),
+            "{text}"
+        );
+    }
+}
