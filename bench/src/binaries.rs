@@ -44,6 +44,8 @@ pub fn locate_bins() -> Res<Bins> {
     }
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
+    // With the benchmark itself in the same build, cargo unifies features exactly as for
+    // `cargo run -p clicktally-bench`, so neither build invalidates the other's artifacts.
     cmd.args([
         "build",
         "--bins",
@@ -51,9 +53,28 @@ pub fn locate_bins() -> Res<Bins> {
         "clicktally-aggregator",
         "-p",
         "clicktally-collector",
+        "-p",
+        "clicktally-bench",
     ]);
     if release {
         cmd.arg("--release");
+    }
+    // `cargo run` gives this process its package's CARGO_PKG_* and CARGO_MANIFEST_* variables;
+    // some build scripts (ring's) declare them as inputs, so passing them on would make this
+    // build and the next plain one each rebuild half the dependency tree.
+    for (key, _) in std::env::vars_os() {
+        let k = key.to_string_lossy();
+        if k.starts_with("CARGO_PKG_")
+            || k.starts_with("CARGO_MANIFEST_")
+            || [
+                "CARGO_CRATE_NAME",
+                "CARGO_BIN_NAME",
+                "CARGO_PRIMARY_PACKAGE",
+            ]
+            .contains(&&*k)
+        {
+            cmd.env_remove(&key);
+        }
     }
     if let Some(ws) = Path::new(env!("CARGO_MANIFEST_DIR")).parent() {
         cmd.current_dir(ws);
@@ -250,6 +271,10 @@ pub struct LoadedRun {
     pub summary_ms: Vec<f64>,
     /// Rows the Summary matched (distinct URLs in the window).
     pub total_rows: u64,
+    /// Acknowledgement latency of one pushed click with nothing else going on, ms.
+    pub ack_idle_ms: f64,
+    /// The same while Summaries run back to back, ms.
+    pub ack_during_summary_ms: f64,
     /// Aggregator CPU seconds while loading.
     pub cpu_load: f64,
     /// Peak RSS over loading and the queries, KiB.
@@ -289,14 +314,34 @@ pub fn loaded_aggregator(
     if acked != total {
         return Err(format!("only {acked} of {total} events were acknowledged").into());
     }
-    let (summary_ms, total_rows) = rt.block_on(crate::serve::summary_latencies(&endpoint, queries))?;
+    let ack_idle_ms = rt.block_on(probe_push(&endpoint, "bench-probe-idle", Duration::ZERO))?;
+    let (summary_ms, total_rows) = rt.block_on(crate::serve::summary_latencies(
+        &endpoint,
+        queries,
+        Duration::from_secs(20),
+    ))?;
+    // One click pushed halfway through a Summary: how long ingestion waits on a query.
+    let half = Duration::from_secs_f64(crate::median(&summary_ms) / 2e3);
+    let ack_during_summary_ms = rt.block_on(async {
+        let query = tokio::spawn({
+            let endpoint = endpoint.clone();
+            async move { crate::serve::summary_latencies(&endpoint, 1, Duration::ZERO).await }
+        });
+        let stall = probe_push(&endpoint, "bench-probe-busy", half).await?;
+        query.await??;
+        Res::Ok(stall)
+    })?;
     let rss_kib = agg.vm_hwm_kib().unwrap_or(0);
     let rss_now_kib = crate::procs::vm_rss_kib(agg.pid()).unwrap_or(0);
     agg.terminate()?;
     let disk = dir_bytes(&data);
     let (mut again, endpoint, restart_secs) =
         start_aggregator(rt, bins, &data, &work.join("aggregator-restart.log"))?;
-    rt.block_on(crate::serve::summary_latencies(&endpoint, queries.min(5)))?;
+    rt.block_on(crate::serve::summary_latencies(
+        &endpoint,
+        1,
+        Duration::ZERO,
+    ))?;
     let restart_rss_kib = again.vm_hwm_kib().unwrap_or(0);
     again.terminate()?;
     Ok(LoadedRun {
@@ -304,6 +349,8 @@ pub fn loaded_aggregator(
         push_secs,
         summary_ms,
         total_rows,
+        ack_idle_ms,
+        ack_during_summary_ms,
         cpu_load,
         rss_kib,
         rss_now_kib,
@@ -313,18 +360,60 @@ pub fn loaded_aggregator(
     })
 }
 
-/// Pushes a dataset over one Push stream with up to 8 batches in flight; returns the events
-/// acknowledged.
+/// Opens a Push stream, waits `delay`, pushes one click and returns how long its
+/// acknowledgement took, ms.
+async fn probe_push(endpoint: &str, collector_id: &str, delay: Duration) -> Res<f64> {
+    let mut client = ClickIngestClient::connect(endpoint.to_owned()).await?;
+    let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(1);
+    let mut acks = client
+        .push(tokio_stream::wrappers::ReceiverStream::new(rx))
+        .await?
+        .into_inner();
+    tokio::time::sleep(delay).await;
+    // Eight days old: inside retention, so it is counted like any click, but outside the
+    // 7-day window, so it does not change what the Summaries answer.
+    let now_ms = crate::now_ms();
+    let event = clicktally_proto::v1::ClickEvent {
+        event_id: format!("{collector_id}-{now_ms}"),
+        time_unix_ms: now_ms - 8 * crate::workload::DAY_MS,
+        url: format!("https://probe.example/{collector_id}"),
+        action_type: "ClickAllowed".into(),
+        source_action: "ClickAllowed".into(),
+        source: "defender".into(),
+        tenant: "t1".into(),
+        ..Default::default()
+    };
+    let started = Instant::now();
+    tx.send(EventBatch {
+        collector_id: collector_id.to_owned(),
+        first_sequence: 1,
+        events: vec![event],
+    })
+    .await
+    .map_err(|_| "the probe's push stream closed")?;
+    acks.message().await?.ok_or("no acknowledgement")?;
+    Ok(started.elapsed().as_secs_f64() * 1e3)
+}
+
+/// Pushes a dataset over one Push stream as the collector's shipper does: batches of 1,000,
+/// at most 8 unacknowledged; returns the events acknowledged.
 async fn push_dataset(endpoint: &str, mut ds: Dataset, collector_id: &str) -> Res<u64> {
+    const IN_FLIGHT: usize = 8;
     let mut client = ClickIngestClient::connect(endpoint.to_owned())
         .await?
         .max_encoding_message_size(64 * 1024 * 1024);
     let total = ds.total();
-    let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(8);
+    let (tx, rx) = tokio::sync::mpsc::channel::<EventBatch>(IN_FLIGHT);
+    let window = std::sync::Arc::new(tokio::sync::Semaphore::new(IN_FLIGHT));
     let id = collector_id.to_owned();
-    let producer = tokio::task::spawn_blocking(move || {
+    let slots = window.clone();
+    let producer = tokio::spawn(async move {
         let mut seq = 1u64;
         loop {
+            match slots.acquire().await {
+                Ok(permit) => permit.forget(),
+                Err(_) => break,
+            }
             let events = ds.next_batch(crate::inproc::BATCH_EVENTS);
             if events.is_empty() {
                 break;
@@ -335,7 +424,7 @@ async fn push_dataset(endpoint: &str, mut ds: Dataset, collector_id: &str) -> Re
                 first_sequence: seq,
                 events,
             };
-            if tx.blocking_send(batch).is_err() {
+            if tx.send(batch).await.is_err() {
                 break;
             }
             seq += n;
@@ -349,7 +438,10 @@ async fn push_dataset(endpoint: &str, mut ds: Dataset, collector_id: &str) -> Re
     let mut acked = 0u64;
     while acked < total {
         match acks.message().await? {
-            Some(ack) => acked += ack.last_sequence - ack.first_sequence + 1,
+            Some(ack) => {
+                acked += ack.last_sequence - ack.first_sequence + 1;
+                window.add_permits(1);
+            }
             None => break,
         }
     }

@@ -5,10 +5,11 @@
 use crate::workload::{BlobLines, Dataset};
 use crate::Res;
 use clicktally_aggregator::codec;
+use clicktally_aggregator::query::{summarize, Filter};
 use clicktally_aggregator::store::{ApplyLimits, CounterStore};
 use clicktally_collector::record::{FieldLimits, Record};
 use clicktally_collector::sources::SourceKind;
-use clicktally_proto::v1::{ClickEvent, EventBatch};
+use clicktally_proto::v1::{ClickEvent, EventBatch, SummaryRequest};
 use std::path::Path;
 use std::time::Instant;
 
@@ -137,12 +138,19 @@ pub async fn apply_all(batches: &[EventBatch], dir: &Path, now_ms: i64) -> Res<A
     Ok(run)
 }
 
-/// Loads a whole dataset into a new store in `dir` (the same group commits as [`apply_all`]);
-/// returns (events, seconds). The store is closed when this returns.
+/// Loads a whole dataset into a new store in `dir` (the same group commits as [`apply_all`]),
+/// then times up to `queries` 7-day top-100 Summaries computed directly on the store (no
+/// gRPC; at least one, no more once 5 s have passed);
+/// returns (events, seconds, those latencies in ms). The store is closed when this returns.
 ///
 /// # Errors
 /// When sled fails.
-pub async fn load_dataset(ds: &mut Dataset, dir: &Path, now_ms: i64) -> Res<(u64, f64)> {
+pub async fn load_dataset(
+    ds: &mut Dataset,
+    dir: &Path,
+    now_ms: i64,
+    queries: usize,
+) -> Res<(u64, f64, Vec<f64>)> {
     let store = CounterStore::open(dir, CACHE_BYTES)?;
     let limits = limits();
     let mut seq = 1u64;
@@ -170,7 +178,25 @@ pub async fn load_dataset(ds: &mut Dataset, dir: &Path, now_ms: i64) -> Res<(u64
         let staged = store.stage(&group, now_ms, &limits);
         store.commit(staged.batch).await?;
     }
-    Ok((seq - 1, started.elapsed().as_secs_f64()))
+    let secs = started.elapsed().as_secs_f64();
+    let req = SummaryRequest {
+        limit: 100,
+        ..Default::default()
+    };
+    let filter = Filter::new(&req, &[], None);
+    let mut direct = Vec::with_capacity(queries);
+    let until = Instant::now() + std::time::Duration::from_secs(5);
+    for i in 0..queries {
+        if i > 0 && Instant::now() > until {
+            break;
+        }
+        let t = Instant::now();
+        let state = store.read();
+        let resp = summarize(&state, &req, &filter, crate::now_ms())?;
+        std::hint::black_box(resp);
+        direct.push(t.elapsed().as_secs_f64() * 1e3);
+    }
+    Ok((seq - 1, secs, direct))
 }
 
 /// What a data directory holds, by the counters' own byte layout.

@@ -22,7 +22,7 @@ mod workload;
 use clap::Parser;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// Errors of the benchmark: reported and the run stops.
 pub type Res<T> = Result<T, Box<dyn std::error::Error + Send + Sync>>;
@@ -40,6 +40,10 @@ struct Args {
     /// Seed of the workload.
     #[arg(long, default_value_t = 7)]
     seed: u64,
+    /// Only write the Defender workload (the full or --quick size) to this file and exit, to
+    /// profile the binaries by hand.
+    #[arg(long, value_name = "FILE")]
+    write_workload: Option<PathBuf>,
 }
 
 /// How big each leg is.
@@ -55,7 +59,7 @@ pub struct Sizes {
     pub summary_urls: [usize; 2],
     /// Extra Zipf clicks in the Summary datasets, percent of their distinct URLs.
     pub summary_extra_pct: [usize; 2],
-    /// Summaries per repetition, per case.
+    /// Summaries per repetition, per case (fewer, at least 3, once 15 s have passed).
     pub summary_queries: [usize; 2],
     /// Watchers per Watch case.
     pub watchers: [usize; 3],
@@ -71,9 +75,9 @@ impl Sizes {
             reps: 3,
             summary_urls: [100_000, 1_000_000],
             summary_extra_pct: [100, 50],
-            summary_queries: [40, 15],
+            summary_queries: [25, 15],
             watchers: [1, 10, 100],
-            watch_secs: 8.0,
+            watch_secs: 5.0,
         }
     }
 
@@ -145,6 +149,13 @@ fn run(args: &Args) -> Res<PathBuf> {
         }
         None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("RESULTS.md"),
     };
+    if let Some(path) = &args.write_workload {
+        let w = workload::blob_lines(sizes.events, sizes.universe, args.seed, now_ms());
+        std::fs::write(path, &w.text)?;
+        return Ok(path.clone());
+    }
+    let bins = binaries::locate_bins()?;
+    // Timed from here: building the binaries is not part of the run.
     let wall = Instant::now();
     let mut r = report::Results {
         quick: args.quick,
@@ -153,11 +164,12 @@ fn run(args: &Args) -> Res<PathBuf> {
         machine: report::Machine::probe(),
         ..Default::default()
     };
-    let bins = binaries::locate_bins()?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let work = tempfile::Builder::new().prefix("clicktally-bench-").tempdir()?;
+    let work = tempfile::Builder::new()
+        .prefix("clicktally-bench-")
+        .tempdir()?;
     let now = now_ms();
 
     // The workload.
@@ -285,16 +297,31 @@ fn run(args: &Args) -> Res<PathBuf> {
             "leg 4 loading {} events over {distinct} distinct URLs in process",
             ds.total()
         ));
-        let (n, secs) = rt.block_on(inproc::load_dataset(&mut ds, &data, now))?;
+        let (n, secs, direct) = rt.block_on(inproc::load_dataset(&mut ds, &data, now, 3))?;
         case.events = n;
         case.load_secs = secs;
+        say(format!(
+            "leg 4 Summary computed directly on the store (no gRPC): {}",
+            direct
+                .iter()
+                .map(|ms| format!("{ms:.1} ms"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        case.direct_ms = direct;
+        let max_watchers = sizes.watchers.iter().copied().max().unwrap_or(1);
         rt.block_on(async {
-            let server = serve::Server::start(&data).await?;
+            let server = serve::Server::start(&data, max_watchers).await?;
             case.startup_secs = server.startup_secs;
-            serve::summary_latencies(&server.endpoint, 2).await?; // warm up
+            // Warm up.
+            serve::summary_latencies(&server.endpoint, 1, Duration::ZERO).await?;
             for rep in 0..sizes.reps {
-                let (lat, rows) =
-                    serve::summary_latencies(&server.endpoint, sizes.summary_queries[i]).await?;
+                let (lat, rows) = serve::summary_latencies(
+                    &server.endpoint,
+                    sizes.summary_queries[i],
+                    Duration::from_secs(15),
+                )
+                .await?;
                 case.total_rows = rows;
                 say(format!(
                     "leg 4 Summary top 100 at {distinct} URLs rep {}: p50 {:.1} ms, p99 {:.1} ms ({rows} rows matched)",
@@ -341,13 +368,8 @@ fn run(args: &Args) -> Res<PathBuf> {
             "leg 4 loading the aggregator binary with {} events over {distinct} URLs via gRPC",
             ds.total()
         ));
-        let loaded = binaries::loaded_aggregator(
-            &rt,
-            &bins,
-            ds,
-            sizes.summary_queries[i],
-            dir.path(),
-        )?;
+        let loaded =
+            binaries::loaded_aggregator(&rt, &bins, ds, sizes.summary_queries[i], dir.path())?;
         say(format!(
             "leg 4 aggregator binary at {distinct} URLs: {:.0} events/s over gRPC, peak RSS {} MiB (after restart {} MiB), disk {:.1} MB, Summary p99 {:.1} ms",
             loaded.events as f64 / loaded.push_secs,

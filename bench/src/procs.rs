@@ -67,7 +67,10 @@ impl Proc {
     /// When it was already reaped or `wait4` fails.
     pub fn wait(&mut self) -> io::Result<Exit> {
         if self.reaped {
-            return Err(io::Error::other(format!("{} was already reaped", self.name)));
+            return Err(io::Error::other(format!(
+                "{} was already reaped",
+                self.name
+            )));
         }
         let exit = wait4(self.pid())?;
         self.reaped = true;

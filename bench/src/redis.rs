@@ -131,9 +131,7 @@ impl Conn {
                         std::io::Read::read_exact(&mut self.reader, &mut body)?;
                     }
                 }
-                _ => {
-                    return Err(format!("redis: {}", String::from_utf8_lossy(&line).trim()).into())
-                }
+                _ => return Err(format!("redis: {}", String::from_utf8_lossy(&line).trim()).into()),
             }
         }
         Ok(())

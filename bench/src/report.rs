@@ -86,6 +86,8 @@ pub struct SummaryCase {
     pub startup_secs: f64,
     /// Latencies (ms) of each repetition.
     pub reps: Vec<Vec<f64>>,
+    /// Latencies (ms) of the Summary computed directly on the store, without gRPC.
+    pub direct_ms: Vec<f64>,
     /// Rows the Summary matched.
     pub total_rows: u64,
     /// The aggregator binary loaded to this size.
@@ -217,7 +219,10 @@ fn figures(r: &Results) -> Figures {
             .watch
             .iter()
             .map(|(n, runs)| {
-                let p50: Vec<f64> = runs.iter().map(|w| percentile(&w.latencies_ms, 0.5)).collect();
+                let p50: Vec<f64> = runs
+                    .iter()
+                    .map(|w| percentile(&w.latencies_ms, 0.5))
+                    .collect();
                 let p99: Vec<f64> = runs
                     .iter()
                     .map(|w| percentile(&w.latencies_ms, 0.99))
@@ -271,7 +276,10 @@ fn target_rows(r: &Results, f: &Figures) -> Vec<[String; 4]> {
     for (case, limit, size_name) in [(0, 50.0, "100k"), (1, 250.0, "1M")] {
         if let Some(c) = r.summary.get(case) {
             rows.push([
-                format!("Summary top 100, 7 days, p99 at {} URLs{quick_note}", k(c.distinct as f64)),
+                format!(
+                    "Summary top 100, 7 days, p99 at {} URLs{quick_note}",
+                    k(c.distinct as f64)
+                ),
                 format!("{:.1} ms (p50 {:.1} ms)", c.p(0.99), c.p(0.5)),
                 format!("<= {limit:.0} ms at {size_name} URLs"),
                 status(c.p(0.99) <= limit).into(),
@@ -307,7 +315,11 @@ fn target_rows(r: &Results, f: &Figures) -> Vec<[String; 4]> {
         let ratio = f.disk / a.counter_bytes() as f64;
         rows.push([
             "Disk / counter data, end-to-end workload".into(),
-            format!("{ratio:.1}x ({} on disk, {} counter data)", mb(f.disk), mb(a.counter_bytes() as f64)),
+            format!(
+                "{ratio:.1}x ({} on disk, {} counter data)",
+                mb(f.disk),
+                mb(a.counter_bytes() as f64)
+            ),
             "<= 3x".into(),
             status(ratio <= 3.0).into(),
         ]);
@@ -316,7 +328,10 @@ fn target_rows(r: &Results, f: &Figures) -> Vec<[String; 4]> {
         if let (Some(l), Some(a)) = (&c.loaded, &c.accounting) {
             let ratio = l.disk.0 as f64 / a.counter_bytes() as f64;
             rows.push([
-                format!("Disk / counter data at {} URLs{quick_note}", k(c.distinct as f64)),
+                format!(
+                    "Disk / counter data at {} URLs{quick_note}",
+                    k(c.distinct as f64)
+                ),
                 format!(
                     "{ratio:.1}x ({} on disk, {} counter data)",
                     mb(l.disk.0 as f64),
@@ -348,7 +363,8 @@ pub fn headline_table(r: &Results) -> String {
         k(f.parse),
         k(f.apply),
         k(f.e2e),
-        f.redis.map_or_else(|| "skipped".into(), |x| format!("{} /s", k(x)))
+        f.redis
+            .map_or_else(|| "skipped".into(), |x| format!("{} /s", k(x)))
     );
     s
 }
@@ -369,7 +385,7 @@ pub fn render(r: &Results) -> String {
     }
     let _ = writeln!(
         s,
-        "Written by `cargo run --release -p clicktally-bench{}` on {}; the whole run took {:.0} s. \
+        "Written by `cargo run --release -p clicktally-bench{}` on {}; the run took {:.0} s (after building the binaries). \
          Each figure is the median of {} repetition{}.\n",
         if r.quick { " -- --quick" } else { "" },
         m.date,
@@ -380,7 +396,11 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "## Machine\n");
     let _ = writeln!(s, "| | |\n|---|---|");
     let _ = writeln!(s, "| cores | {} ({}) |", m.cores, m.cpu);
-    let _ = writeln!(s, "| memory | {:.1} GiB |", m.mem_kib as f64 / 1024.0 / 1024.0);
+    let _ = writeln!(
+        s,
+        "| memory | {:.1} GiB |",
+        m.mem_kib as f64 / 1024.0 / 1024.0
+    );
     let _ = writeln!(s, "| kernel | Linux {} |", m.kernel);
     let _ = writeln!(
         s,
@@ -432,7 +452,10 @@ pub fn render(r: &Results) -> String {
             .join(", ")
     );
 
-    let _ = writeln!(s, "## 2. Aggregator apply only (in process, durable group commit)\n");
+    let _ = writeln!(
+        s,
+        "## 2. Aggregator apply only (in process, durable group commit)\n"
+    );
     let stage_share = median(
         &r.apply
             .iter()
@@ -472,9 +495,7 @@ pub fn render(r: &Results) -> String {
          ru_maxrss.\n"
     );
     let _ = writeln!(s, "| | median | repetitions |\n|---|---|---|");
-    let reps = |g: &dyn Fn(&E2eRun) -> String| {
-        r.e2e.iter().map(g).collect::<Vec<_>>().join(", ")
-    };
+    let reps = |g: &dyn Fn(&E2eRun) -> String| r.e2e.iter().map(g).collect::<Vec<_>>().join(", ");
     let _ = writeln!(
         s,
         "| events/s | **{}** | {} |",
@@ -554,7 +575,7 @@ pub fn render(r: &Results) -> String {
         "Each dataset covers every URL once plus extra Zipf-distributed clicks, all inside the \
          window, loaded in process through `CounterStore::stage`/`commit`, then served by \
          `clicktally_aggregator::run` on a 127.0.0.1:0 listener; `SummaryRequest {{ limit: 100, \
-         .. }}` over gRPC, one at a time on one connection, after 2 warm-up queries. The same \
+         .. }}` over gRPC, one at a time on one connection, after a warm-up query. The same \
          dataset is then pushed over gRPC into the aggregator binary, for its memory and disk \
          at that size, and queried there too.{}\n",
         if r.quick {
@@ -565,7 +586,7 @@ pub fn render(r: &Results) -> String {
     );
     let _ = writeln!(
         s,
-        "| distinct URLs | events | counter keys | in process p50 / p99 | queries | binary p50 / p99 | binary peak RSS (after restart) | disk (apparent) | disk / counter data |\n|---|---|---|---|---|---|---|---|---|"
+        "| distinct URLs | events | counter keys | in process p50 / p99 | queries | computed on the store, no gRPC (median) | binary p50 / p99 | binary peak RSS (after restart) | disk (apparent) | disk / counter data |\n|---|---|---|---|---|---|---|---|---|---|"
     );
     for c in &r.summary {
         let (bin, rss, disk, ratio) = match (&c.loaded, &c.accounting) {
@@ -583,7 +604,7 @@ pub fn render(r: &Results) -> String {
         };
         let _ = writeln!(
             s,
-            "| {} | {} | {} | **{:.1} / {:.1} ms** | {} x {} | {} | {} | {} | {} |",
+            "| {} | {} | {} | **{:.1} / {:.1} ms** | {} x {} | {:.1} ms | {} | {} | {} | {} |",
             c.distinct,
             c.events,
             c.accounting.map_or(0, |a| a.keys),
@@ -591,6 +612,7 @@ pub fn render(r: &Results) -> String {
             c.p(0.99),
             c.reps.len(),
             c.reps.first().map_or(0, Vec::len),
+            median(&c.direct_ms),
             bin,
             rss,
             disk,
@@ -605,7 +627,10 @@ pub fn render(r: &Results) -> String {
                 "- {} URLs: loaded in process at {} events/s; the in-process server opened the \
                  store and answered in {:.1} s; the binary took {} events over gRPC at {} \
                  events/s ({:.2} CPU s per million), its resident set {} after the queries, \
-                 and after a restart loaded the directory and answered in {:.1} s.",
+                 and after a restart loaded the directory and answered in {:.1} s. One click \
+                 pushed to the binary was acknowledged in {:.0} ms when idle and in **{:.0} ms** \
+                 when pushed halfway through a Summary (the writer waits for the store's lock, which a Summary \
+                 holds for its whole computation).",
                 c.distinct,
                 k(rate(c.events as f64, c.load_secs)),
                 c.startup_secs,
@@ -613,7 +638,9 @@ pub fn render(r: &Results) -> String {
                 k(rate(l.events as f64, l.push_secs)),
                 l.cpu_load / l.events.max(1) as f64 * 1e6,
                 mib(l.rss_now_kib),
-                l.restart_secs
+                l.restart_secs,
+                l.ack_idle_ms,
+                l.ack_during_summary_ms
             );
         }
     }
@@ -636,7 +663,10 @@ pub fn render(r: &Results) -> String {
         "| watchers | p50 | p99 | latencies measured | missed |\n|---|---|---|---|---|"
     );
     for (n, p50, p99, seen, missed) in &f.watch {
-        let _ = writeln!(s, "| {n} | {p50:.0} ms | **{p99:.0} ms** | {seen} | {missed} |");
+        let _ = writeln!(
+            s,
+            "| {n} | {p50:.0} ms | **{p99:.0} ms** | {seen} | {missed} |"
+        );
     }
 
     let _ = writeln!(s, "\n## 6. The peer: Redis\n");
@@ -673,7 +703,10 @@ pub fn render(r: &Results) -> String {
         }
     }
 
-    let _ = writeln!(s, "\n## Where the time goes (per event, from the figures above)\n");
+    let _ = writeln!(
+        s,
+        "\n## Where the time goes (per event, from the figures above)\n"
+    );
     let _ = writeln!(
         s,
         "| step | µs an event |\n|---|---|\n| parse + normalise (leg 1, one core) | {:.2} |\n| \
@@ -694,7 +727,7 @@ pub fn render(r: &Results) -> String {
     let _ = writeln!(s, "\n## Reproduce\n");
     let _ = writeln!(
         s,
-        "```sh\ncargo run --release -p clicktally-bench              # this file (about 10 minutes)\n\
+        "```sh\ncargo run --release -p clicktally-bench              # this file (8-10 minutes on 2 cores)\n\
          cargo run --release -p clicktally-bench -- --quick   # small sizes, writes a temp file (or --out PATH)\n```"
     );
     s

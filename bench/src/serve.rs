@@ -25,22 +25,23 @@ pub struct Server {
 }
 
 impl Server {
-    /// Serves the data directory `dir` with the default configuration; returns once a Summary
-    /// is answered.
+    /// Serves the data directory `dir` with the default configuration, except that up to
+    /// `max_watchers` Watch streams are allowed (the default allows 16 per token, and without
+    /// tokens every client is the same anonymous token); returns once a Summary is answered.
     ///
     /// # Errors
     /// When it cannot start.
-    pub async fn start(dir: &Path) -> Res<Self> {
+    pub async fn start(dir: &Path, max_watchers: usize) -> Res<Self> {
         let started = Instant::now();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let endpoint = format!("http://{}", listener.local_addr()?);
         let stop = CancellationToken::new();
         let s = stop.clone();
-        let task = tokio::spawn(clicktally_aggregator::run(
-            listener,
-            AggregatorConfig::new(dir),
-            async move { s.cancelled().await },
-        ));
+        let mut config = AggregatorConfig::new(dir);
+        config.max_watchers_per_token = config.max_watchers_per_token.max(max_watchers);
+        let task = tokio::spawn(clicktally_aggregator::run(listener, config, async move {
+            s.cancelled().await
+        }));
         loop {
             if task.is_finished() {
                 return Err(match task.await? {
@@ -79,16 +80,21 @@ impl Server {
     }
 }
 
-/// Runs `n` 7-day top-100 Summaries one after another over one connection; returns their
-/// latencies in ms and the rows matched.
+/// Runs up to `n` 7-day top-100 Summaries one after another over one connection, stopping
+/// early (after at least 3) once `budget` has passed; returns their latencies in ms and the
+/// rows matched.
 ///
 /// # Errors
 /// When a query fails.
-pub async fn summary_latencies(endpoint: &str, n: usize) -> Res<(Vec<f64>, u64)> {
+pub async fn summary_latencies(endpoint: &str, n: usize, budget: Duration) -> Res<(Vec<f64>, u64)> {
     let mut client = ClickQueryClient::connect(endpoint.to_owned()).await?;
     let mut out = Vec::with_capacity(n);
     let mut total_rows = 0;
-    for _ in 0..n {
+    let until = Instant::now() + budget;
+    for i in 0..n {
+        if i >= 3 && Instant::now() > until {
+            break;
+        }
         let started = Instant::now();
         let resp = client
             .summary(SummaryRequest {
@@ -153,8 +159,12 @@ pub async fn watch_run(endpoint: &str, watchers: usize, secs: f64, tag: &str) ->
             .into_inner();
         let (ready_tx, ready_rx) = tokio::sync::oneshot::channel::<()>();
         ready.push(ready_rx);
-        let (sent, latencies, stop, prefix) =
-            (sent.clone(), latencies.clone(), stop.clone(), prefix.clone());
+        let (sent, latencies, stop, prefix) = (
+            sent.clone(),
+            latencies.clone(),
+            stop.clone(),
+            prefix.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             let _client = client;
             let mut ready_tx = Some(ready_tx);
@@ -171,7 +181,11 @@ pub async fn watch_run(endpoint: &str, watchers: usize, secs: f64, tag: &str) ->
                 }
                 for row in update.rows {
                     if row.key.starts_with(&prefix) && !got.contains(&row.key) {
-                        let at = sent.lock().unwrap_or_else(|p| p.into_inner()).get(&row.key).copied();
+                        let at = sent
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .get(&row.key)
+                            .copied();
                         if let Some(at) = at {
                             latencies
                                 .lock()
@@ -237,7 +251,10 @@ pub async fn watch_run(endpoint: &str, watchers: usize, secs: f64, tag: &str) ->
         tokio::time::sleep(Duration::from_millis(100 + rng.below(76))).await;
     }
     // Long enough for the last click to reach every watcher at its next interval.
-    tokio::time::sleep(Duration::from_millis(u64::from(WATCH_INTERVAL_MS) * 2 + 500)).await;
+    tokio::time::sleep(Duration::from_millis(
+        u64::from(WATCH_INTERVAL_MS) * 2 + 500,
+    ))
+    .await;
     drop(tx);
     stop.cancel();
     for t in tasks {

@@ -128,7 +128,7 @@ fn pick<'a>(words: &[&'a str], h: u64) -> &'a str {
 
 /// URL number `i`: distinct for every `i`, 40 to 110 bytes, over 5,000 hosts.
 pub fn url_for(i: u64) -> String {
-    let h = mix(i ^ 0x5EED_0F_0A11);
+    let h = mix(i ^ 0x005E_ED0F_0A11);
     let host_id = h % 5_000;
     let host = format!(
         "{}{host_id}.{}",
@@ -349,7 +349,11 @@ impl Dataset {
             // other slots are Zipf-distributed clicks.
             let covered = (k + 1) * self.distinct / self.total;
             let i = if covered != k * self.distinct / self.total {
-                let step = if self.distinct % 7919 == 0 { 1 } else { 7919 };
+                let step = if self.distinct.is_multiple_of(7919) {
+                    1
+                } else {
+                    7919
+                };
                 ((covered - 1) * step + 13) % self.distinct
             } else {
                 self.zipf.sample(&mut self.rng) as u64
