@@ -104,11 +104,7 @@ impl CounterStore {
             path: dir.to_owned(),
             source,
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_capacity)
-            .open()
-            .map_err(sled_err)?;
+        let db = open_sled(dir, cache_capacity).map_err(sled_err)?;
         let tree = db.open_tree("counters").map_err(sled_err)?;
         match tree.get(codec::SCHEMA_KEY).map_err(sled_err)? {
             Some(v) => {
@@ -372,6 +368,28 @@ fn load(tree: &sled::Tree) -> Result<CounterState, LoadError> {
             .insert(id, codec::decode_u64("high-water mark", &v)?);
     }
     Ok(state)
+}
+
+/// Opens sled, waiting up to three seconds for the directory's lock: sled releases it from a
+/// background thread after the previous owner (an in-process restart, or a process still
+/// exiting) is dropped.
+fn open_sled(dir: &Path, cache_capacity: u64) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,11 +93,7 @@ impl Spool {
             path: dir.to_owned(),
             source,
         };
-        let db = sled::Config::new()
-            .path(dir)
-            .cache_capacity(cache_capacity)
-            .open()
-            .map_err(err)?;
+        let db = open_sled(dir, cache_capacity).map_err(err)?;
         let tree = db.open_tree("spool").map_err(err)?;
         let fresh = tree.is_empty();
         match tree.get(VERSION_KEY).map_err(err)? {
@@ -317,6 +313,28 @@ fn new_collector_id(dir: &Path) -> String {
         "{host}-{:016x}",
         xxhash_rust::xxh3::xxh3_64(seed.as_bytes())
     )
+}
+
+/// Opens sled, waiting up to three seconds for the directory's lock: sled releases it from a
+/// background thread after the previous owner (an in-process restart, or a process still
+/// exiting) is dropped.
+fn open_sled(dir: &Path, cache_capacity: u64) -> Result<sled::Db, sled::Error> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    loop {
+        match sled::Config::new()
+            .path(dir)
+            .cache_capacity(cache_capacity)
+            .open()
+        {
+            Err(sled::Error::Io(e))
+                if e.to_string().contains("could not acquire lock")
+                    && std::time::Instant::now() < deadline =>
+            {
+                std::thread::sleep(std::time::Duration::from_millis(50));
+            }
+            other => return other,
+        }
+    }
 }
 
 #[cfg(test)]
