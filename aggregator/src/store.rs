@@ -147,14 +147,19 @@ impl CounterStore {
     /// Counts a group of batches in memory and returns the sled writes that make it durable.
     /// Batches at or below their collector's high-water mark, repeated event ids, expired and
     /// invalid events are acknowledged without being counted.
-    pub fn stage(&self, batches: &[EventBatch], now_ms: i64, limits: &ApplyLimits) -> StagedGroup {
+    pub fn stage<'a>(
+        &self,
+        batches: impl IntoIterator<Item = &'a EventBatch>,
+        now_ms: i64,
+        limits: &ApplyLimits,
+    ) -> StagedGroup {
         let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         let state = &mut *state;
         let cutoff = hour_of(now_ms) - limits.retention_hours;
         let mut touched: HashSet<(u32, CounterKey)> = HashSet::new();
         let mut new_digests: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
         let mut touched_hwm: Vec<String> = Vec::new();
-        let mut acks = Vec::with_capacity(batches.len());
+        let mut acks = Vec::new();
         let mut applied_by_source: HashMap<String, u64> = HashMap::new();
         for batch in batches {
             let mut ack = PushAck {
