@@ -28,6 +28,14 @@ struct Cli {
 /// How to reach an aggregator that serves TLS or requires a token.
 #[derive(Debug, clap::Args)]
 struct ConnArgs {
+    /// The aggregator's gRPC endpoint (`https://` with TLS).
+    #[arg(
+        long,
+        global = true,
+        env = "CLICKTALLY_AGGREGATOR",
+        default_value = "http://127.0.0.1:7401"
+    )]
+    aggregator: String,
     /// CA of the aggregator's certificate (PEM): connect over TLS (use an https:// endpoint).
     #[arg(long, global = true, env = "CLICKTALLY_CA")]
     ca: Option<PathBuf>,
@@ -46,7 +54,8 @@ struct ConnArgs {
 }
 
 impl ConnArgs {
-    fn conn(&self, endpoint: String) -> Result<Conn, ConsoleError> {
+    fn conn(&self) -> Result<Conn, ConsoleError> {
+        let endpoint = self.aggregator.clone();
         let read = |what: &str, p: &PathBuf| {
             std::fs::read(p)
                 .map_err(|e| ConsoleError::Usage(format!("{what} {}: {e}", p.display())))
@@ -91,13 +100,6 @@ impl ConnArgs {
 enum Command {
     /// Print the per-URL table: Blocked, Allowed, PendingVerdict, Error, ClickedThrough, Total.
     Summary {
-        /// The aggregator's gRPC endpoint.
-        #[arg(
-            long,
-            env = "CLICKTALLY_AGGREGATOR",
-            default_value = "http://127.0.0.1:7401"
-        )]
-        aggregator: String,
         #[command(flatten)]
         query: QueryArgs,
         /// Rows to print; 0 means every row.
@@ -113,13 +115,6 @@ enum Command {
     /// Follow the table live: a snapshot, then the rows that change. With --format json, one
     /// object per message and line: {"kind":"snapshot"|"update","rows":[...]}.
     Watch {
-        /// The aggregator's gRPC endpoint.
-        #[arg(
-            long,
-            env = "CLICKTALLY_AGGREGATOR",
-            default_value = "http://127.0.0.1:7401"
-        )]
-        aggregator: String,
         #[command(flatten)]
         query: QueryArgs,
         /// At most one message per this interval.
@@ -134,13 +129,6 @@ enum Command {
     },
     /// A full-screen live table: sort with ←/→ and r, filter with /, quit with q.
     Top {
-        /// The aggregator's gRPC endpoint.
-        #[arg(
-            long,
-            env = "CLICKTALLY_AGGREGATOR",
-            default_value = "http://127.0.0.1:7401"
-        )]
-        aggregator: String,
         #[command(flatten)]
         query: QueryArgs,
         /// At most one update per this interval.
@@ -155,13 +143,6 @@ enum Command {
         /// Treat the argument as a host.
         #[arg(long)]
         host: bool,
-        /// The aggregator's gRPC endpoint.
-        #[arg(
-            long,
-            env = "CLICKTALLY_AGGREGATOR",
-            default_value = "http://127.0.0.1:7401"
-        )]
-        aggregator: String,
         /// Window start: a duration ago or a time.
         #[arg(long, default_value = "7d")]
         since: String,
@@ -204,42 +185,28 @@ async fn main() -> ExitCode {
     }
     let result: Result<String, ConsoleError> = match cli.command {
         Command::Summary {
-            aggregator,
             query,
             limit,
             format,
             per_source,
-        } => match (query.request(now, limit), cli.conn.conn(aggregator)) {
+        } => match (query.request(now, limit), cli.conn.conn()) {
             (Ok(req), Ok(conn)) => summary(&conn, req, format, terminal_width(), per_source).await,
             (Err(e), _) | (_, Err(e)) => Err(e),
         },
         Command::Watch {
-            aggregator,
             query,
             interval,
             limit,
             format,
-        } => {
-            match (
-                query.watch_request(now, limit, interval),
-                cli.conn.conn(aggregator),
-            ) {
-                (Ok(req), Ok(conn)) => {
-                    let group_by = GroupBy::try_from(query_group(&req)).unwrap_or(GroupBy::Url);
-                    watch(conn, req, format, group_by, stop).await
-                }
-                (Err(e), _) | (_, Err(e)) => Err(e),
+        } => match (query.watch_request(now, limit, interval), cli.conn.conn()) {
+            (Ok(req), Ok(conn)) => {
+                let group_by = GroupBy::try_from(query_group(&req)).unwrap_or(GroupBy::Url);
+                watch(conn, req, format, group_by, stop).await
             }
-        }
-        Command::Top {
-            aggregator,
-            query,
-            interval,
-        } => {
-            match (
-                query.watch_request(now, 0, interval),
-                cli.conn.conn(aggregator),
-            ) {
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        },
+        Command::Top { query, interval } => {
+            match (query.watch_request(now, 0, interval), cli.conn.conn()) {
                 (Ok(req), Ok(conn)) => top::run(conn, req, stop)
                     .await
                     .map(|_| String::new())
@@ -250,11 +217,10 @@ async fn main() -> ExitCode {
         Command::Url {
             url,
             host,
-            aggregator,
             since,
             until,
             format,
-        } => match cli.conn.conn(aggregator) {
+        } => match cli.conn.conn() {
             Ok(conn) => url_detail(&conn, url, host, &since, until.as_deref(), format, now).await,
             Err(e) => Err(e),
         },
