@@ -130,7 +130,8 @@ fn a_spool_from_another_version_is_refused_not_misread() {
     {
         let db = sled::open(&spool).unwrap();
         let tree = db.open_tree("spool").unwrap();
-        tree.insert(b"mversion", &0u32.to_be_bytes()).unwrap();
+        // Format 1: one `e` + sequence key per event (format 2 stores chunks of events).
+        tree.insert(b"mversion", &1u32.to_be_bytes()).unwrap();
         tree.insert(b"e\0\0\0\0\0\0\0\x01", b"an event in an old layout")
             .unwrap();
         db.flush().unwrap();
@@ -151,7 +152,7 @@ fn a_spool_from_another_version_is_refused_not_misread() {
     );
     assert!(!ok);
     assert!(
-        err.contains("was written in format version 0; this collector reads version 1"),
+        err.contains("was written in format version 1; this collector reads version 2"),
         "{err}"
     );
 }
