@@ -1,17 +1,37 @@
 //! The byte layout of everything the aggregator keeps in sled.
 //!
-//! Layout: one tree, so that a group commit is one atomic `apply_batch`.
-//! - `c` + hour (u32 BE) + tenant (u16 BE length + bytes) + source (u16 BE length + bytes) + url
-//!   -> [`Counts`] (protobuf): the counters of one URL in one hour.
+//! Layout: one tree, so that a group commit is one atomic `apply_batch`. Strings are stored once
+//! and referred to by dense `u32` ids (see [`crate::table`]), so a URL clicked in 168 hours is
+//! written once, not 168 times.
+//! - `c` + hour (u32 BE) + key id (u32 BE) -> [`crate::table::Tally`] (varints): the counters of
+//!   one counter key in one hour.
+//! - `k` + key id (u32 BE) -> tenant id, source id, URL id (3 x u32 BE): one counter key.
+//! - `u` + URL id (u32 BE) -> the URL's bytes.
+//! - `n` + kind (`t` tenant, `s` source, `a` action) + id (u32 BE) -> the name's bytes.
 //! - `s` + hour (u32 BE) + commit number (u64 BE) -> concatenated 16-byte event-id digests first
 //!   seen in that hour by that group commit.
 //! - `h` + collector id -> u64 BE: the collector's high-water mark (last applied spool sequence).
 //! - `m` + name -> metadata (the schema version).
+//!
+//! A dictionary entry (`k`, `u`, `n`) is written in the same batch as the first counter that
+//! uses it; retention deletes the `k` and `u` entries no counter uses any more.
 
 use thiserror::Error;
 
 /// Prefix of counter keys.
 pub const COUNTER: u8 = b'c';
+/// Prefix of counter-key dictionary entries.
+pub const KEY: u8 = b'k';
+/// Prefix of URL dictionary entries.
+pub const URL: u8 = b'u';
+/// Prefix of small name dictionaries (tenants, sources, actions).
+pub const NAME: u8 = b'n';
+/// Name kind: tenant.
+pub const TENANT_NAME: u8 = b't';
+/// Name kind: source.
+pub const SOURCE_NAME: u8 = b's';
+/// Name kind: action type.
+pub const ACTION_NAME: u8 = b'a';
 /// Prefix of event-id digest partitions.
 pub const SEEN: u8 = b's';
 /// Prefix of collector high-water marks.
@@ -19,7 +39,7 @@ pub const HWM: u8 = b'h';
 /// Key of the schema version.
 pub const SCHEMA_KEY: &[u8] = b"mschema";
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 1;
+pub const SCHEMA_VERSION: u32 = 2;
 
 /// A stored key or value that this build cannot read.
 #[derive(Debug, Error)]
@@ -108,35 +128,11 @@ impl Counts {
     }
 }
 
-fn push_short(out: &mut Vec<u8>, s: &str) {
-    let bytes = s.as_bytes();
-    let len = bytes.len().min(u16::MAX as usize);
-    out.extend_from_slice(&(len as u16).to_be_bytes());
-    out.extend_from_slice(&bytes[..len]);
-}
-
-fn take_short<'a>(bytes: &mut &'a [u8]) -> Result<&'a str, CodecError> {
-    if bytes.len() < 2 {
-        return Err(corrupt("counter key", "truncated length"));
-    }
-    let len = u16::from_be_bytes([bytes[0], bytes[1]]) as usize;
-    if bytes.len() < 2 + len {
-        return Err(corrupt("counter key", "truncated field"));
-    }
-    let s = std::str::from_utf8(&bytes[2..2 + len])
-        .map_err(|e| corrupt("counter key", e.to_string()))?;
-    *bytes = &bytes[2 + len..];
-    Ok(s)
-}
-
-/// The sled key of one counter.
-pub fn counter_key(hour: u32, key: &CounterKey) -> Vec<u8> {
-    let mut out = Vec::with_capacity(9 + key.tenant.len() + key.source.len() + key.url.len());
-    out.push(COUNTER);
-    out.extend_from_slice(&hour.to_be_bytes());
-    push_short(&mut out, &key.tenant);
-    push_short(&mut out, &key.source);
-    out.extend_from_slice(key.url.as_bytes());
+/// The sled key of one counter: hour and key id.
+pub fn counter_key(hour: u32, key: u32) -> [u8; 9] {
+    let mut out = [COUNTER; 9];
+    out[1..5].copy_from_slice(&hour.to_be_bytes());
+    out[5..].copy_from_slice(&key.to_be_bytes());
     out
 }
 
@@ -144,25 +140,66 @@ pub fn counter_key(hour: u32, key: &CounterKey) -> Vec<u8> {
 ///
 /// # Errors
 /// When the key is not a well-formed counter key.
-pub fn decode_counter_key(key: &[u8]) -> Result<(u32, CounterKey), CodecError> {
-    if key.len() < 5 || key[0] != COUNTER {
-        return Err(corrupt("counter key", "bad prefix"));
+pub fn decode_counter_key(key: &[u8]) -> Result<(u32, u32), CodecError> {
+    if key.len() != 9 || key[0] != COUNTER {
+        return Err(corrupt("counter key", format!("{} bytes", key.len())));
     }
-    let hour = u32::from_be_bytes([key[1], key[2], key[3], key[4]]);
-    let mut rest = &key[5..];
-    let tenant = take_short(&mut rest)?.to_owned();
-    let source = take_short(&mut rest)?.to_owned();
-    let url = std::str::from_utf8(rest)
-        .map_err(|e| corrupt("counter key", e.to_string()))?
-        .to_owned();
-    Ok((
-        hour,
-        CounterKey {
-            tenant,
-            source,
-            url,
-        },
-    ))
+    Ok((be32(&key[1..5]), be32(&key[5..9])))
+}
+
+fn be32(b: &[u8]) -> u32 {
+    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
+}
+
+/// The sled key of a dictionary entry: `prefix` (+ `kind`) + id.
+pub fn dict_key(prefix: u8, kind: Option<u8>, id: u32) -> Vec<u8> {
+    let mut out = Vec::with_capacity(6);
+    out.push(prefix);
+    out.extend(kind);
+    out.extend_from_slice(&id.to_be_bytes());
+    out
+}
+
+/// Reads the id (and kind, for `n` entries) of a dictionary key.
+///
+/// # Errors
+/// When the key is malformed.
+pub fn decode_dict_key(key: &[u8]) -> Result<(Option<u8>, u32), CodecError> {
+    match key {
+        [NAME, kind, id @ ..] if id.len() == 4 => Ok((Some(*kind), be32(id))),
+        [KEY | URL, id @ ..] if id.len() == 4 => Ok((None, be32(id))),
+        _ => Err(corrupt("dictionary key", format!("{key:?}"))),
+    }
+}
+
+/// The stored value of a counter key: tenant, source and URL ids.
+pub fn key_value(parts: [u32; 3]) -> [u8; 12] {
+    let mut out = [0u8; 12];
+    for (i, p) in parts.iter().enumerate() {
+        out[i * 4..i * 4 + 4].copy_from_slice(&p.to_be_bytes());
+    }
+    out
+}
+
+/// Reads a value written by [`key_value`].
+///
+/// # Errors
+/// When it is not 12 bytes long.
+pub fn decode_key_value(v: &[u8]) -> Result<[u32; 3], CodecError> {
+    if v.len() != 12 {
+        return Err(corrupt("counter-key entry", format!("{} bytes", v.len())));
+    }
+    Ok([be32(&v[0..4]), be32(&v[4..8]), be32(&v[8..12])])
+}
+
+/// Reads a stored name.
+///
+/// # Errors
+/// When it is not UTF-8.
+pub fn decode_name(what: &'static str, v: &[u8]) -> Result<Box<str>, CodecError> {
+    std::str::from_utf8(v)
+        .map(Into::into)
+        .map_err(|e| corrupt(what, e.to_string()))
 }
 
 /// The first key of `prefix`'s partition for `hour`: keys of earlier hours sort before it.
@@ -217,15 +254,18 @@ mod tests {
 
     #[test]
     fn counter_keys_round_trip_and_sort_by_hour() {
-        let k = CounterKey {
-            tenant: "t1".into(),
-            source: "defender".into(),
-            url: "https://example.com/a?b=c".into(),
-        };
-        let bytes = counter_key(490_000, &k);
-        assert_eq!(decode_counter_key(&bytes).unwrap(), (490_000, k.clone()));
-        assert!(counter_key(489_999, &k).as_slice() < hour_prefix(COUNTER, 490_000).as_slice());
+        let bytes = counter_key(490_000, 77);
+        assert_eq!(decode_counter_key(&bytes).unwrap(), (490_000, 77));
+        assert!(
+            counter_key(489_999, u32::MAX).as_slice() < hour_prefix(COUNTER, 490_000).as_slice()
+        );
         assert!(bytes.as_slice() < hour_prefix(COUNTER, 490_001).as_slice());
+        assert_eq!(decode_key_value(&key_value([1, 2, 3])).unwrap(), [1, 2, 3]);
+        assert_eq!(
+            decode_dict_key(&dict_key(NAME, Some(ACTION_NAME), 9)).unwrap(),
+            (Some(ACTION_NAME), 9)
+        );
+        assert_eq!(decode_dict_key(&dict_key(URL, None, 5)).unwrap(), (None, 5));
     }
 
     #[test]
@@ -244,7 +284,10 @@ mod tests {
     #[test]
     fn truncated_keys_are_errors_not_panics() {
         assert!(decode_counter_key(b"c").is_err());
-        assert!(decode_counter_key(b"c\0\0\0\x01\x00\x09ab").is_err());
+        assert!(decode_counter_key(b"c\0\0\0\x01\x00\x09a").is_err());
+        assert!(decode_dict_key(b"u12").is_err());
+        assert!(decode_key_value(b"12345").is_err());
+        assert!(decode_name("url", &[0xff]).is_err());
         assert!(decode_seen_key(b"s123").is_err());
     }
 }

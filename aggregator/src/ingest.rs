@@ -143,8 +143,8 @@ impl ClickIngest for IngestService {
     }
 }
 
-/// Receives notice of every committed group: the (hour, key) pairs whose counts changed.
-pub type CommitListener = Box<dyn Fn(&[(u32, crate::codec::CounterKey)]) + Send + Sync>;
+/// Receives notice of every committed group: the (hour, key id) pairs whose counts changed.
+pub type CommitListener = Box<dyn Fn(&[(u32, u32)]) + Send + Sync>;
 
 /// The writer: takes batches off the queue, commits them in groups, acknowledges, and deletes
 /// expired buckets between groups. Returns when shut down (after draining the queue) or when

@@ -5,7 +5,8 @@
 //! - [`server::run`]: the whole service as one future over a listener the caller bound.
 //! - [`ingest`]: the `ClickIngest.Push` stream and the single writer that commits in groups.
 //! - [`store`]: [`store::CounterStore`], sled plus its in-memory mirror; [`codec`] is its byte
-//!   layout, [`seen`] the event-id index that drops duplicate deliveries.
+//!   layout, [`seen`] the event-id index that drops duplicate deliveries, [`table`] the interned
+//!   ids and tallies held in memory, [`totals`] the pre-aggregated default window.
 //! - [`query`]: the Summary computation; [`actions`] the seed's exact column semantics;
 //!   [`hosts`] hosts, registrable domains and exclusion rules.
 //! - [`query_service`]: the `ClickQuery` gRPC face; [`watch`] the hub that feeds Watch streams.
@@ -29,6 +30,8 @@ pub mod query_service;
 pub mod seen;
 pub mod server;
 pub mod store;
+pub mod table;
+pub mod totals;
 pub mod watch;
 
 pub use clock::{Clock, ManualClock, SystemClock};

@@ -1,15 +1,14 @@
 //! `SummaryQuery`: the seed's table over a window, computed from the in-memory counters.
 
-use crate::actions::classify;
 use crate::clock::HOUR_MS;
-use crate::codec::Counts;
 use crate::hosts::{domain_of, host_matches, host_of, normalise_rule};
 use crate::store::CounterState;
+use crate::table::{IdMap, KeyParts, Table};
+use crate::totals::Nums;
 use clicktally_proto::v1::{
     ActionCount, GroupBy, HourCount, SourceCount, SummaryRequest, SummaryResponse, SummaryRow,
     UrlDetailRequest, UrlDetailResponse,
 };
-use std::cmp::Ordering;
 use std::collections::HashMap;
 use thiserror::Error;
 
@@ -86,18 +85,21 @@ impl Column {
         })
     }
 
-    fn compare(self, a: &SummaryRow, b: &SummaryRow) -> Ordering {
+    /// The value rows are ordered by, as an unsigned number that sorts the same way (all zero
+    /// for the key column, which orders by name).
+    fn value(self, n: &Nums) -> u64 {
+        let time = |t: i64| (t as u64) ^ (1 << 63);
         match self {
-            Self::Key => a.key.cmp(&b.key),
-            Self::Blocked => a.blocked.cmp(&b.blocked),
-            Self::Allowed => a.allowed.cmp(&b.allowed),
-            Self::PendingVerdict => a.pending_verdict.cmp(&b.pending_verdict),
-            Self::Error => a.error.cmp(&b.error),
-            Self::ClickedThrough => a.clicked_through.cmp(&b.clicked_through),
-            Self::Total => a.total.cmp(&b.total),
-            Self::BlockedByPolicy => a.blocked_by_policy.cmp(&b.blocked_by_policy),
-            Self::FirstSeen => a.first_seen_unix_ms.cmp(&b.first_seen_unix_ms),
-            Self::LastSeen => a.last_seen_unix_ms.cmp(&b.last_seen_unix_ms),
+            Self::Key => 0,
+            Self::Blocked => n.blocked,
+            Self::Allowed => n.allowed,
+            Self::PendingVerdict => n.pending_verdict,
+            Self::Error => n.error,
+            Self::ClickedThrough => n.clicked_through,
+            Self::Total => n.total,
+            Self::BlockedByPolicy => n.blocked_by_policy,
+            Self::FirstSeen => time(n.first_ms),
+            Self::LastSeen => time(n.last_ms),
         }
     }
 }
@@ -123,72 +125,6 @@ pub fn window(req: &SummaryRequest, now_ms: i64) -> Result<(i64, i64), QueryErro
         return Err(QueryError::EmptyWindow { since, until });
     }
     Ok((since, until))
-}
-
-/// Per-row accumulator.
-#[derive(Default)]
-struct Acc {
-    actions: Vec<(String, u64)>,
-    sources: Vec<(String, u64)>,
-    clicked_through: u64,
-    first_ms: i64,
-    last_ms: i64,
-    total: u64,
-}
-
-impl Acc {
-    fn add(&mut self, source: &str, c: &Counts) {
-        let n = c.total();
-        if n == 0 {
-            return;
-        }
-        for a in &c.actions {
-            match self.actions.iter_mut().find(|(t, _)| *t == a.action_type) {
-                Some((_, count)) => *count += a.count,
-                None => self.actions.push((a.action_type.clone(), a.count)),
-            }
-        }
-        match self.sources.iter_mut().find(|(s, _)| s == source) {
-            Some((_, count)) => *count += n,
-            None => self.sources.push((source.to_owned(), n)),
-        }
-        self.clicked_through += c.clicked_through;
-        if self.total == 0 || c.first_ms < self.first_ms {
-            self.first_ms = c.first_ms;
-        }
-        if self.total == 0 || c.last_ms > self.last_ms {
-            self.last_ms = c.last_ms;
-        }
-        self.total += n;
-    }
-
-    fn into_row(mut self, key: String) -> SummaryRow {
-        let mut row = SummaryRow {
-            key,
-            clicked_through: self.clicked_through,
-            total: self.total,
-            first_seen_unix_ms: self.first_ms,
-            last_seen_unix_ms: self.last_ms,
-            ..Default::default()
-        };
-        self.actions.sort();
-        self.sources.sort();
-        for (action_type, count) in self.actions {
-            let cols = classify(&action_type);
-            row.blocked += count * u64::from(cols.blocked);
-            row.allowed += count * u64::from(cols.allowed);
-            row.pending_verdict += count * u64::from(cols.pending_verdict);
-            row.error += count * u64::from(cols.error);
-            row.blocked_by_policy += count * u64::from(cols.blocked_by_policy);
-            row.actions.push(ActionCount { action_type, count });
-        }
-        row.sources = self
-            .sources
-            .into_iter()
-            .map(|(source, count)| SourceCount { source, count })
-            .collect();
-        row
-    }
 }
 
 /// What a query filters and hides, resolved once per request.
@@ -224,56 +160,17 @@ impl Filter {
     }
 }
 
-/// Per-URL facts computed once per query: its group key and whether it is shown.
-struct UrlFacts {
-    key: String,
-    matches: bool,
-    excluded: bool,
+/// What a query decided about one URL: not asked for, hidden by an exclusion, or shown.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Verdict {
+    Unknown,
+    Skip,
+    Excluded,
+    Shown,
 }
 
-/// Computes the summary rows for `[since, until)`, before ordering and paging; also returns
-/// the rows and clicks that exclusions hid.
-pub fn aggregate(
-    state: &CounterState,
-    filter: &Filter,
-    since_ms: i64,
-    until_ms: i64,
-) -> (Vec<SummaryRow>, u64, u64) {
-    let (from, to) = hours_of_window(since_ms, until_ms);
-    let from = from.clamp(0, u32::MAX as i64) as u32;
-    let to = to.clamp(0, u32::MAX as i64) as u32;
-    let mut facts: HashMap<&str, UrlFacts> = HashMap::new();
-    let mut rows: HashMap<String, Acc> = HashMap::new();
-    let mut hidden: HashMap<String, u64> = HashMap::new();
-    for (_, bucket) in state.buckets.range(from..to) {
-        for (k, counts) in bucket {
-            if filter.tenant.as_ref().is_some_and(|t| *t != k.tenant) {
-                continue;
-            }
-            if !filter.sources.is_empty() && !filter.sources.contains(&k.source) {
-                continue;
-            }
-            let f = facts
-                .entry(k.url.as_str())
-                .or_insert_with(|| url_facts(&k.url, filter));
-            if !f.matches {
-                continue;
-            }
-            if f.excluded {
-                *hidden.entry(f.key.clone()).or_default() += counts.total();
-                continue;
-            }
-            rows.entry(f.key.clone())
-                .or_default()
-                .add(&k.source, counts);
-        }
-    }
-    let rows = rows.into_iter().map(|(k, acc)| acc.into_row(k)).collect();
-    let hidden_clicks = hidden.values().sum();
-    (rows, hidden.len() as u64, hidden_clicks)
-}
-
-fn url_facts(url: &str, filter: &Filter) -> UrlFacts {
+/// Decides a URL's verdict and, when grouping by host or domain, its group key.
+fn url_facts(url: &str, filter: &Filter) -> (Verdict, Option<String>) {
     // Parsing the URL is the costly part: only when a host rule or grouping needs it.
     let needs_host =
         filter.host.is_some() || !filter.exclusions.is_empty() || filter.group_by != GroupBy::Url;
@@ -287,41 +184,262 @@ fn url_facts(url: &str, filter: &Filter) -> UrlFacts {
     let excluded = host
         .as_deref()
         .is_some_and(|h| filter.exclusions.iter().any(|r| host_matches(h, r)));
-    let key = match filter.group_by {
-        GroupBy::Url => url.to_owned(),
-        GroupBy::Host => host.unwrap_or_else(|| url.to_owned()),
-        GroupBy::Domain => host
-            .map(|h| domain_of(&h))
-            .unwrap_or_else(|| url.to_owned()),
+    let verdict = match (matches, excluded) {
+        (false, _) => Verdict::Skip,
+        (true, true) => Verdict::Excluded,
+        (true, false) => Verdict::Shown,
     };
-    UrlFacts {
-        key,
-        matches,
-        excluded,
+    let group = match filter.group_by {
+        GroupBy::Url => None,
+        GroupBy::Host => Some(host.unwrap_or_else(|| url.to_owned())),
+        GroupBy::Domain => Some(
+            host.map(|h| domain_of(&h))
+                .unwrap_or_else(|| url.to_owned()),
+        ),
+    };
+    (verdict, group)
+}
+
+/// Counter keys' figures over a window: the pre-aggregated totals, or a sum over its hours.
+enum PerKey<'a> {
+    Dense(&'a [Nums]),
+    Sparse(IdMap<Nums>),
+}
+
+impl PerKey<'_> {
+    fn for_each(&self, mut f: impl FnMut(u32, &Nums)) {
+        match self {
+            Self::Dense(v) => v
+                .iter()
+                .enumerate()
+                .filter(|(_, n)| n.total > 0)
+                .for_each(|(k, n)| f(k as u32, n)),
+            Self::Sparse(m) => m.iter().for_each(|(k, n)| f(*k, n)),
+        }
     }
 }
 
-/// Orders rows by `order_by` (descending for counts, ascending for keys, unless told), ties
-/// broken by key.
-///
-/// # Errors
-/// When the column is unknown.
-pub fn order(
-    rows: &mut [SummaryRow],
-    order_by: &str,
-    ascending: Option<bool>,
-) -> Result<(), QueryError> {
-    let column = Column::parse(order_by)?;
-    let ascending = ascending.unwrap_or(column == Column::Key);
-    rows.sort_by(|a, b| {
-        let o = column.compare(a, b);
-        let o = if ascending { o } else { o.reverse() };
-        o.then_with(|| a.key.cmp(&b.key))
-    });
-    Ok(())
+/// The rows of a Summary before they are ordered. A row of one counter key (most URLs: one
+/// source, one tenant) is named by its key id and its figures stay where they are; rows of
+/// several keys (a URL reported by two sources, a host) are merged here.
+struct Rows {
+    /// Rows of several keys: (name, keys, figures).
+    multi: Vec<(RowName, Vec<u32>, Nums)>,
+    /// Candidates for ordering: (order value, row); a row is a key id, or (high bit set) an
+    /// index into `multi`.
+    cands: Vec<Cand>,
 }
 
-/// Answers a Summary request against the state.
+enum RowName {
+    Url(u32),
+    Owned(String),
+}
+
+/// A candidate row while ordering: its order value and where it lives (high bit: `multi`).
+type Cand = (u64, u32);
+const MULTI: u32 = 1 << 31;
+
+/// Computes every row of `[since, until)` (hours starting inside it) with its order value,
+/// before ordering and paging; also returns the rows and clicks that exclusions hid.
+fn collect_rows(
+    state: &CounterState,
+    filter: &Filter,
+    since_ms: i64,
+    until_ms: i64,
+    value: impl Fn(&Nums) -> u64,
+) -> (Rows, u64, u64) {
+    let (from, to) = hours_of_window(since_ms, until_ms);
+    let from = from.clamp(0, u32::MAX as i64) as u32;
+    let to = to.clamp(0, u32::MAX as i64) as u32;
+    let nothing = || Rows {
+        multi: Vec::new(),
+        cands: Vec::new(),
+    };
+    let tenant = match &filter.tenant {
+        Some(t) => match state.tenants.find(t.as_str()) {
+            Some(id) => Some(id),
+            None => return (nothing(), 0, 0),
+        },
+        None => None,
+    };
+    let sources: Option<Vec<u32>> = (!filter.sources.is_empty()).then(|| {
+        filter
+            .sources
+            .iter()
+            .filter_map(|s| state.sources.find(s.as_str()))
+            .collect()
+    });
+    let wanted = |parts: &KeyParts| {
+        tenant.is_none_or(|t| t == parts[0])
+            && sources.as_ref().is_none_or(|s| s.contains(&parts[1]))
+    };
+    let per_key = if state.window.answers(&state.buckets, from, to) {
+        PerKey::Dense(&state.window.totals)
+    } else {
+        let mut m: IdMap<Nums> = IdMap::default();
+        for (hour, bucket) in state.buckets.range(from..to.max(from)) {
+            for (k, t) in bucket {
+                if state.keys.get(*k).is_some_and(wanted) {
+                    m.entry(*k)
+                        .or_default()
+                        .merge(&Nums::of(t, *hour, &state.action_cols));
+                }
+            }
+        }
+        PerKey::Sparse(m)
+    };
+    let mut verdicts = vec![Verdict::Unknown; state.urls.id_bound()];
+    let mut cands: Vec<Cand> = Vec::new();
+    let mut merged: IdMap<(Vec<u32>, Nums)> = IdMap::default();
+    let mut groups: HashMap<String, (Vec<u32>, Nums)> = HashMap::new();
+    let mut hidden_urls: IdMap<()> = IdMap::default();
+    let mut hidden_groups: HashMap<String, ()> = HashMap::new();
+    let mut hidden_clicks = 0;
+    let simple = filter.group_by == GroupBy::Url
+        && filter.url_contains.is_empty()
+        && filter.host.is_none()
+        && filter.exclusions.is_empty();
+    per_key.for_each(|k, n| {
+        let Some(parts) = state.keys.get(k) else {
+            return;
+        };
+        if !wanted(parts) {
+            return;
+        }
+        let u = parts[2];
+        let mut group = None;
+        if simple {
+            verdicts[u as usize] = Verdict::Shown;
+        } else if verdicts[u as usize] == Verdict::Unknown || filter.group_by != GroupBy::Url {
+            let (v, g) = url_facts(state.urls.get(u).map_or("", |s| s), filter);
+            verdicts[u as usize] = v;
+            group = g;
+        }
+        match verdicts[u as usize] {
+            Verdict::Skip | Verdict::Unknown => {}
+            Verdict::Excluded => {
+                hidden_clicks += n.total;
+                match group {
+                    Some(g) => {
+                        hidden_groups.insert(g, ());
+                    }
+                    None => {
+                        hidden_urls.insert(u, ());
+                    }
+                }
+            }
+            Verdict::Shown => match group {
+                Some(g) => {
+                    let e = groups.entry(g).or_default();
+                    e.0.push(k);
+                    e.1.merge(n);
+                }
+                None if state.urls.refs(u) <= 1 => cands.push((value(n), k)),
+                None => {
+                    let e = merged.entry(u).or_default();
+                    e.0.push(k);
+                    e.1.merge(n);
+                }
+            },
+        }
+    });
+    let mut multi: Vec<(RowName, Vec<u32>, Nums)> = merged
+        .into_iter()
+        .map(|(u, (keys, n))| (RowName::Url(u), keys, n))
+        .collect();
+    multi.extend(
+        groups
+            .into_iter()
+            .map(|(g, (keys, n))| (RowName::Owned(g), keys, n)),
+    );
+    cands.extend(
+        multi
+            .iter()
+            .enumerate()
+            .map(|(i, (_, _, n))| (value(n), i as u32 | MULTI)),
+    );
+    let hidden_rows = (hidden_urls.len() + hidden_groups.len()) as u64;
+    (Rows { multi, cands }, hidden_rows, hidden_clicks)
+}
+
+impl Rows {
+    fn name<'a>(&'a self, state: &'a CounterState, c: u32) -> &'a str {
+        let url = |u: u32| state.urls.get(u).map_or("", |s| &**s);
+        if c & MULTI == 0 {
+            url(state.keys.get(c).map_or(u32::MAX, |p| p[2]))
+        } else {
+            match &self.multi[(c & !MULTI) as usize].0 {
+                RowName::Url(u) => url(*u),
+                RowName::Owned(s) => s,
+            }
+        }
+    }
+
+    fn keys(&self, c: u32) -> Vec<u32> {
+        if c & MULTI == 0 {
+            vec![c]
+        } else {
+            self.multi[(c & !MULTI) as usize].1.clone()
+        }
+    }
+}
+
+/// Builds the full row of `keys` over the hours `[from, to)`: figures, actions and sources.
+fn build_row(state: &CounterState, key: String, keys: &[u32], from: u32, to: u32) -> SummaryRow {
+    let mut nums = Nums::default();
+    let mut actions: Vec<(u32, u64)> = Vec::new();
+    let mut sources: Vec<(u32, u64)> = Vec::new();
+    for (hour, bucket) in state.buckets.range(from..to.max(from)) {
+        for k in keys {
+            let Some(t) = bucket.get(k) else { continue };
+            nums.merge(&Nums::of(t, *hour, &state.action_cols));
+            for &(a, n) in &t.actions {
+                bump(&mut actions, u32::from(a), u64::from(n));
+            }
+            if let Some(parts) = state.keys.get(*k) {
+                bump(&mut sources, parts[1], t.total());
+            }
+        }
+    }
+    let named = |t: &Table<Box<str>>, v: Vec<(u32, u64)>| {
+        let mut v: Vec<(String, u64)> = v
+            .into_iter()
+            .map(|(id, n)| (t.get(id).map_or_else(String::new, |s| s.to_string()), n))
+            .collect();
+        v.sort();
+        v
+    };
+    SummaryRow {
+        key,
+        blocked: nums.blocked,
+        allowed: nums.allowed,
+        pending_verdict: nums.pending_verdict,
+        error: nums.error,
+        clicked_through: nums.clicked_through,
+        total: nums.total,
+        blocked_by_policy: nums.blocked_by_policy,
+        first_seen_unix_ms: nums.first_ms,
+        last_seen_unix_ms: nums.last_ms,
+        actions: named(&state.actions, actions)
+            .into_iter()
+            .map(|(action_type, count)| ActionCount { action_type, count })
+            .collect(),
+        sources: named(&state.sources, sources)
+            .into_iter()
+            .map(|(source, count)| SourceCount { source, count })
+            .collect(),
+    }
+}
+
+fn bump(v: &mut Vec<(u32, u64)>, id: u32, n: u64) {
+    match v.iter_mut().find(|(i, _)| *i == id) {
+        Some((_, c)) => *c += n,
+        None => v.push((id, n)),
+    }
+}
+
+/// Answers a Summary request against the state: only the rows of the requested page are built
+/// in full; the others are ordered by one number each.
 ///
 /// # Errors
 /// When the window is empty, the column unknown or the page token invalid.
@@ -332,6 +450,8 @@ pub fn summarize(
     now_ms: i64,
 ) -> Result<SummaryResponse, QueryError> {
     let (since, until) = window(req, now_ms)?;
+    let column = Column::parse(&req.order_by)?;
+    let ascending = req.ascending.unwrap_or(column == Column::Key);
     let offset: usize = if req.page_token.is_empty() {
         0
     } else {
@@ -339,24 +459,65 @@ pub fn summarize(
             .parse()
             .map_err(|_| QueryError::BadPageToken(req.page_token.clone()))?
     };
-    let (mut rows, excluded_rows, excluded_clicks) = aggregate(state, filter, since, until);
-    order(&mut rows, &req.order_by, req.ascending)?;
-    let total_rows = rows.len() as u64;
+    let value = |n: &Nums| {
+        let v = column.value(n);
+        if ascending {
+            v
+        } else {
+            !v
+        }
+    };
+    let (mut rows, excluded_rows, excluded_clicks) =
+        collect_rows(state, filter, since, until, value);
+    let mut cands = std::mem::take(&mut rows.cands);
+    let names_descending = column == Column::Key && !ascending;
+    let cmp = |a: &Cand, b: &Cand| {
+        a.0.cmp(&b.0).then_with(|| {
+            let o = rows.name(state, a.1).cmp(rows.name(state, b.1));
+            if names_descending {
+                o.reverse()
+            } else {
+                o
+            }
+        })
+    };
+    let total_rows = cands.len();
     let limit = if req.limit == 0 {
         usize::MAX
     } else {
         req.limit as usize
     };
-    let end = offset.saturating_add(limit).min(rows.len());
-    let page: Vec<SummaryRow> = rows.drain(offset.min(end)..end).collect();
+    let end = offset.saturating_add(limit).min(total_rows);
+    if end > 0 && end < cands.len() {
+        cands.select_nth_unstable_by(end - 1, cmp);
+        cands.truncate(end);
+    }
+    cands.sort_unstable_by(cmp);
+    let (from, to) = hours_of_window(since, until);
+    let (from, to) = (
+        from.clamp(0, u32::MAX as i64) as u32,
+        to.clamp(0, u32::MAX as i64) as u32,
+    );
+    let page: Vec<SummaryRow> = cands[offset.min(end)..end]
+        .iter()
+        .map(|(_, c)| {
+            build_row(
+                state,
+                rows.name(state, *c).to_owned(),
+                &rows.keys(*c),
+                from,
+                to,
+            )
+        })
+        .collect();
     Ok(SummaryResponse {
         rows: page,
-        next_page_token: if end < total_rows as usize {
+        next_page_token: if end < total_rows {
             end.to_string()
         } else {
             String::new()
         },
-        total_rows,
+        total_rows: total_rows as u64,
         since_unix_ms: since,
         until_unix_ms: until,
         excluded_rows,
@@ -384,42 +545,58 @@ pub fn url_detail(
     let (from, to) = hours_of_window(since, until);
     let from = from.clamp(0, u32::MAX as i64) as u32;
     let to = to.clamp(0, u32::MAX as i64) as u32;
-    let rule = req.by_host.then(|| normalise_rule(&req.url));
-    let mut total = Acc::default();
+    let tenant = tenant.map(|t| state.tenants.find(t).unwrap_or(u32::MAX));
+    let keys: Vec<u32> = if req.by_host {
+        let rule = normalise_rule(&req.url);
+        let mut hosts: IdMap<bool> = IdMap::default();
+        state
+            .keys
+            .iter()
+            .filter(|(_, p)| tenant.is_none_or(|t| t == p[0]))
+            .filter(|(_, p)| {
+                *hosts.entry(p[2]).or_insert_with(|| {
+                    state
+                        .urls
+                        .get(p[2])
+                        .and_then(|u| host_of(u))
+                        .is_some_and(|h| host_matches(&h, &rule))
+                })
+            })
+            .map(|(k, _)| k)
+            .collect()
+    } else {
+        match state.urls.find(req.url.as_str()) {
+            Some(u) => state
+                .keys
+                .iter()
+                .filter(|(_, p)| p[2] == u && tenant.is_none_or(|t| t == p[0]))
+                .map(|(k, _)| k)
+                .collect(),
+            None => Vec::new(),
+        }
+    };
     let mut hours = Vec::new();
-    let mut hosts: HashMap<&str, bool> = HashMap::new();
-    for (hour, bucket) in state.buckets.range(from..to) {
-        let mut acc = Acc::default();
-        for (k, counts) in bucket {
-            if tenant.is_some_and(|t| t != k.tenant) {
-                continue;
-            }
-            let hit = match &rule {
-                Some(rule) => *hosts
-                    .entry(k.url.as_str())
-                    .or_insert_with(|| host_of(&k.url).is_some_and(|h| host_matches(&h, rule))),
-                None => k.url == req.url,
-            };
-            if hit {
-                acc.add(&k.source, counts);
-                total.add(&k.source, counts);
+    for (hour, bucket) in state.buckets.range(from..to.max(from)) {
+        let mut n = Nums::default();
+        for k in &keys {
+            if let Some(t) = bucket.get(k) {
+                n.merge(&Nums::of(t, *hour, &state.action_cols));
             }
         }
-        if acc.total > 0 {
-            let row = acc.into_row(String::new());
+        if n.total > 0 {
             hours.push(HourCount {
                 hour_start_unix_ms: i64::from(*hour) * HOUR_MS,
-                blocked: row.blocked,
-                allowed: row.allowed,
-                pending_verdict: row.pending_verdict,
-                error: row.error,
-                clicked_through: row.clicked_through,
-                total: row.total,
+                blocked: n.blocked,
+                allowed: n.allowed,
+                pending_verdict: n.pending_verdict,
+                error: n.error,
+                clicked_through: n.clicked_through,
+                total: n.total,
             });
         }
     }
     Ok(UrlDetailResponse {
-        total: Some(total.into_row(req.url.clone())),
+        total: Some(build_row(state, req.url.clone(), &keys, from, to)),
         hours,
         since_unix_ms: since,
         until_unix_ms: until,

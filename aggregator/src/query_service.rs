@@ -107,8 +107,10 @@ impl QueryService {
         tenant: Option<String>,
     ) -> Result<SummaryResponse, AggregatorError> {
         let filter = Filter::new(req, &self.exclusions, tenant);
+        let now = self.clock.now_ms();
+        self.store.advance_window(now);
         let state = self.store.read();
-        Ok(summarize(&state, req, &filter, self.clock.now_ms())?)
+        Ok(summarize(&state, req, &filter, now)?)
     }
 }
 

@@ -39,11 +39,9 @@ async fn apply(store: &CounterStore, batches: &[EventBatch]) -> Vec<PushAck> {
 fn total(store: &CounterStore, url: &str) -> u64 {
     store
         .read()
-        .buckets
-        .values()
-        .flat_map(|b| b.iter())
-        .filter(|(k, _)| k.url == url)
-        .map(|(_, c)| c.total())
+        .entries()
+        .filter(|(_, k, _)| k.url == url)
+        .map(|(_, _, c)| c.total())
         .sum()
 }
 
@@ -147,8 +145,9 @@ async fn marks_digests_and_counts_survive_reopen() {
     .await;
     assert_eq!((acks[0].replayed, acks[0].applied), (1, 1));
     assert_eq!(acks[1].duplicates, 1);
-    let counts = &store.read().buckets[&((t / HOUR_MS) as u32)];
-    let u = counts.iter().find(|(k, _)| k.url == "u").unwrap().1;
+    let state = store.read();
+    let key = state.key_id("", "defender", "u").unwrap();
+    let u = state.counts((t / HOUR_MS) as u32, key).unwrap();
     assert_eq!(u.actions[0].action_type, "ClickBlocked");
     assert_eq!(u.actions[0].count, 2);
 }
@@ -231,4 +230,53 @@ fn another_schema_version_is_refused() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("schema version 7"), "{e}");
+}
+
+/// Retention forgets the URLs and keys no counter uses any more, on disk too, and their ids are
+/// reused only after that; a reopened store names every counter as before.
+#[tokio::test]
+async fn retention_frees_unused_urls_and_reuses_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = NOW - 20 * 24 * HOUR_MS;
+    let cutoff = (NOW / HOUR_MS - 24) as u32;
+    {
+        let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+        apply(
+            &store,
+            &[batch(
+                "c1",
+                1,
+                vec![
+                    ev("1", "gone", "ClickAllowed", old),
+                    ev("2", "kept", "ClickAllowed", old),
+                    ev("3", "kept", "ClickBlocked", NOW),
+                ],
+            )],
+        )
+        .await;
+        let gone_id = store.read().key_id("", "defender", "gone").unwrap();
+        assert_eq!(store.expire_before(cutoff, 1).unwrap(), 2);
+        {
+            let state = store.read();
+            assert_eq!(state.key_id("", "defender", "gone"), None);
+            assert_eq!(state.urls.len(), 1);
+            assert_eq!(state.keys.len(), 1);
+        }
+        let stored_urls = store.tree.scan_prefix([codec::URL]).count();
+        assert_eq!(stored_urls, 1);
+        apply(
+            &store,
+            &[batch("c1", 4, vec![ev("4", "fresh", "UrlErrorPage", NOW)])],
+        )
+        .await;
+        assert_eq!(store.read().key_id("", "defender", "fresh"), Some(gone_id));
+    }
+    let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(total(&store, "gone"), 0);
+    assert_eq!(total(&store, "kept"), 1);
+    assert_eq!(total(&store, "fresh"), 1);
+    let state = store.read();
+    let fresh = state.key_id("", "defender", "fresh").unwrap();
+    let c = state.counts((NOW / HOUR_MS) as u32, fresh).unwrap();
+    assert_eq!(c.actions[0].action_type, "UrlErrorPage");
 }

@@ -188,6 +188,9 @@ async fn run(
                 let generation = hub.generation.load(Ordering::Relaxed);
                 let now = Instant::now();
                 let now_ms = clock.now_ms();
+                if !watchers.is_empty() {
+                    store.advance_window(now_ms);
+                }
                 // Watchers with the same request share one computation per tick.
                 let mut computed = Computed::new();
                 watchers.retain_mut(|w| step(w, &store, now, now_ms, generation, &config, &metrics, &mut computed));

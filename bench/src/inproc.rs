@@ -4,7 +4,6 @@
 
 use crate::workload::{BlobLines, Dataset};
 use crate::Res;
-use clicktally_aggregator::codec;
 use clicktally_aggregator::query::{summarize, Filter};
 use clicktally_aggregator::store::{ApplyLimits, CounterStore};
 use clicktally_collector::record::{FieldLimits, Record};
@@ -199,15 +198,20 @@ pub async fn load_dataset(
     Ok((seq - 1, secs, direct))
 }
 
-/// What a data directory holds, by the counters' own byte layout.
+/// What a data directory holds. The counter data is measured independently of how the store
+/// lays it out: a flat table with one row per (hour, tenant, source, URL), each row its key
+/// (1 + 4-byte hour + 2-byte lengths + the strings) and its counts as protobuf `Counts`
+/// (action names and counts, clicked-through, first and last click).
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Accounting {
     /// Counter keys (URL x source x tenant x hour).
     pub keys: u64,
-    /// Bytes of those keys as stored.
+    /// Bytes of those keys in the flat table.
     pub key_bytes: u64,
-    /// Bytes of their values as stored.
+    /// Bytes of their counts in the flat table.
     pub value_bytes: u64,
+    /// Bytes of the distinct (tenant, source, URL) strings, each once.
+    pub distinct_key_bytes: u64,
     /// Clicks counted.
     pub clicks: u64,
     /// Distinct URLs.
@@ -217,7 +221,7 @@ pub struct Accounting {
 }
 
 impl Accounting {
-    /// The counter data: keys x (key bytes + value bytes).
+    /// The counter data: rows x (key bytes + value bytes) of the flat table.
     pub fn counter_bytes(&self) -> u64 {
         self.key_bytes + self.value_bytes
     }
@@ -232,15 +236,19 @@ pub fn account(dir: &Path) -> Res<Accounting> {
     let state = store.read();
     let mut a = Accounting::default();
     let mut urls = std::collections::HashSet::new();
-    for (hour, bucket) in &state.buckets {
-        for (key, counts) in bucket {
-            a.keys += 1;
-            a.key_bytes += codec::counter_key(*hour, key).len() as u64;
-            a.value_bytes += prost::Message::encoded_len(counts) as u64;
-            a.clicks += counts.total();
-            urls.insert(key.url.as_str());
-        }
+    for (_, key, counts) in state.entries() {
+        a.keys += 1;
+        a.key_bytes += (9 + key.tenant.len() + key.source.len() + key.url.len()) as u64;
+        a.value_bytes += prost::Message::encoded_len(&counts) as u64;
+        a.clicks += counts.total();
+        urls.insert(key.url);
     }
+    a.distinct_key_bytes = state
+        .keys
+        .iter()
+        .filter_map(|(id, _)| state.key(id))
+        .map(|k| (k.tenant.len() + k.source.len() + k.url.len()) as u64)
+        .sum();
     a.urls = urls.len() as u64;
     a.digests = state.seen.len() as u64;
     Ok(a)

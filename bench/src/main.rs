@@ -44,6 +44,10 @@ struct Args {
     /// profile the binaries by hand.
     #[arg(long, value_name = "FILE")]
     write_workload: Option<PathBuf>,
+    /// Only these legs (comma-separated: 2,3,4,6; leg 1 always runs, leg 5 runs with 4), for
+    /// working on one figure. Results of a partial run are incomplete: not for RESULTS.md.
+    #[arg(long, value_delimiter = ',')]
+    legs: Option<Vec<u8>>,
 }
 
 /// How big each leg is.
@@ -154,6 +158,7 @@ fn run(args: &Args) -> Res<PathBuf> {
         std::fs::write(path, &w.text)?;
         return Ok(path.clone());
     }
+    let want = |leg: u8| args.legs.as_ref().is_none_or(|l| l.contains(&leg));
     let bins = binaries::locate_bins()?;
     // Timed from here: building the binaries is not part of the run.
     let wall = Instant::now();
@@ -211,7 +216,7 @@ fn run(args: &Args) -> Res<PathBuf> {
 
     // Leg 2: apply with durable group commit, in process.
     let batches = inproc::into_batches(events, "bench-apply");
-    for rep in 0..sizes.reps {
+    for rep in 0..sizes.reps * usize::from(want(2)) {
         let dir = tempfile::tempdir_in(work.path())?;
         let run = rt.block_on(inproc::apply_all(&batches, dir.path(), now))?;
         say(format!(
@@ -224,15 +229,14 @@ fn run(args: &Args) -> Res<PathBuf> {
         ));
         r.apply.push(run);
     }
-    // The writer clones each group's batches before staging them (ingest.rs); leg 2 does not.
-    let started = Instant::now();
-    for group in batches.chunks(inproc::GROUP_EVENTS / inproc::BATCH_EVENTS) {
-        std::hint::black_box(group.to_vec());
-    }
-    r.clone_secs = started.elapsed().as_secs_f64();
-
     // Leg 6 (while the events are in memory): Redis.
-    match redis::available() {
+    match redis::available().and_then(|()| {
+        if want(6) {
+            Ok(())
+        } else {
+            Err("not asked for (--legs)".to_owned())
+        }
+    }) {
         Err(skip) => {
             say(format!("leg 6 Redis {skip}"));
             r.redis_skipped = Some(skip);
@@ -257,7 +261,7 @@ fn run(args: &Args) -> Res<PathBuf> {
     drop(batches);
 
     // Leg 3: end to end with the real binaries.
-    for rep in 0..sizes.reps {
+    for rep in 0..sizes.reps * usize::from(want(3)) {
         let dir = tempfile::tempdir_in(work.path())?;
         let run = binaries::e2e_once(&rt, &bins, &input, dir.path())?;
         say(format!(
@@ -285,7 +289,7 @@ fn run(args: &Args) -> Res<PathBuf> {
     }
 
     // Legs 4 and 5: Summary latency at two sizes, Watch latency at the first.
-    for (i, &distinct) in sizes.summary_urls.iter().enumerate() {
+    for (i, &distinct) in sizes.summary_urls.iter().enumerate().filter(|_| want(4)) {
         let mut case = report::SummaryCase {
             distinct,
             ..Default::default()
