@@ -23,6 +23,9 @@ pub enum AggregatorError {
     /// certificate, a malformed token digest).
     #[error("{0}")]
     Config(String),
+    /// The writer's flush task failed unexpectedly.
+    #[error("the writer failed: {0}")]
+    Writer(String),
     /// The aggregator is shutting down or its writer stopped.
     #[error("the aggregator is shutting down")]
     ShuttingDown,
@@ -36,7 +39,8 @@ impl From<AggregatorError> for tonic::Status {
             AggregatorError::Store(_)
             | AggregatorError::Transport(_)
             | AggregatorError::Reflection(_)
-            | AggregatorError::Config(_) => tonic::Status::internal(e.to_string()),
+            | AggregatorError::Config(_)
+            | AggregatorError::Writer(_) => tonic::Status::internal(e.to_string()),
         }
     }
 }

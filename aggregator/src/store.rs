@@ -493,7 +493,23 @@ impl CounterStore {
     /// # Errors
     /// When sled cannot write or flush; the caller must stop acknowledging.
     pub async fn commit(&self, batch: sled::Batch) -> Result<(), StoreError> {
-        self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+        self.write(batch)?;
+        self.flush().await
+    }
+
+    /// Writes a staged group atomically, not yet durable: see [`CounterStore::flush`].
+    ///
+    /// # Errors
+    /// When sled cannot write.
+    pub fn write(&self, batch: sled::Batch) -> Result<(), StoreError> {
+        self.tree.apply_batch(batch).map_err(|e| self.err(e))
+    }
+
+    /// Waits until everything written so far is on disk.
+    ///
+    /// # Errors
+    /// When sled cannot flush; nothing written since the last good flush may be acknowledged.
+    pub async fn flush(&self) -> Result<(), StoreError> {
         self.db.flush_async().await.map_err(|e| self.err(e))?;
         Ok(())
     }
