@@ -212,11 +212,23 @@ pub fn e2e_once(rt: &Runtime, bins: &Bins, input: &Path, work: &Path) -> Res<E2e
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&coll_log)?),
     )?;
+    // The collector's peak RSS is sampled from /proc while it runs: wait4's ru_maxrss would
+    // report the benchmark's own peak, which a child inherits from before exec.
+    let cpid = coll.pid();
+    let sampler = std::thread::spawn(move || {
+        let mut peak = 0;
+        while let Some(kib) = crate::procs::vm_hwm_kib(cpid) {
+            peak = peak.max(kib);
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        peak
+    });
     let mut report = String::new();
     if let Some(mut out) = coll.child.stdout.take() {
         out.read_to_string(&mut report)?;
     }
     let cexit = coll.wait()?;
+    let collector_rss_kib = sampler.join().unwrap_or(0);
     let secs = started.elapsed().as_secs_f64();
     let cpu1 = agg.cpu_seconds().unwrap_or(cpu0);
     let agg_rss = agg.vm_hwm_kib().unwrap_or(0);
@@ -246,7 +258,7 @@ pub fn e2e_once(rt: &Runtime, bins: &Bins, input: &Path, work: &Path) -> Res<E2e
         duplicates: field("duplicates"),
         collector_cpu: cexit.cpu_s,
         aggregator_cpu: cpu1 - cpu0,
-        collector_rss_kib: cexit.max_rss_kib,
+        collector_rss_kib,
         aggregator_rss_kib: agg_rss,
         disk: dir_bytes(&data),
         spool: dir_bytes(&spool),

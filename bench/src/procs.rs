@@ -12,8 +12,6 @@ pub struct Exit {
     pub code: Option<i32>,
     /// User + system CPU seconds over its whole life (from `wait4`).
     pub cpu_s: f64,
-    /// Peak resident set, KiB (from `wait4`'s `ru_maxrss`).
-    pub max_rss_kib: u64,
 }
 
 /// A child that is killed and reaped when dropped, so a failed run leaves nothing behind.
@@ -118,7 +116,6 @@ fn wait4(pid: i32) -> io::Result<Exit> {
     Ok(Exit {
         code: libc::WIFEXITED(status).then(|| libc::WEXITSTATUS(status)),
         cpu_s: tv(ru.ru_utime) + tv(ru.ru_stime),
-        max_rss_kib: ru.ru_maxrss.max(0) as u64,
     })
 }
 

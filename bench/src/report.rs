@@ -485,8 +485,9 @@ pub fn render(r: &Results) -> String {
          --input defender:FILE --once --report json` (default flags otherwise), timed from \
          starting the collector to its exit, which comes only once the aggregator has \
          acknowledged every event, i.e. flushed it to sled. CPU from /proc and wait4; the \
-         aggregator's peak RSS is VmHWM just before SIGTERM, the collector's wait4's \
-         ru_maxrss.\n"
+         aggregator's peak RSS is VmHWM just before SIGTERM, the collector's its VmHWM \
+         sampled every 20 ms while it runs (not wait4's ru_maxrss, which a child inherits \
+         from the benchmark's own peak before exec). Every binary uses mimalloc.\n"
     );
     let _ = writeln!(s, "| | median | repetitions |\n|---|---|---|");
     let reps = |g: &dyn Fn(&E2eRun) -> String| r.e2e.iter().map(g).collect::<Vec<_>>().join(", ");
