@@ -1,31 +1,25 @@
 //! The byte layout of everything the aggregator keeps in sled.
 //!
-//! Layout: one tree, so that a group commit is one atomic `apply_batch`. Strings are stored once
-//! and referred to by dense `u32` ids (see [`crate::table`]), so a URL clicked in 168 hours is
-//! written once, not 168 times.
-//! - `c` + hour (u32 BE) + key id (u32 BE) -> [`crate::table::Tally`] (varints): the counters of
-//!   one counter key in one hour.
-//! - `k` + key id (u32 BE) -> tenant id, source id, URL id (3 x u32 BE): one counter key.
-//! - `u` + URL id (u32 BE) -> the URL's bytes.
-//! - `n` + kind (`t` tenant, `s` source, `a` action) + id (u32 BE) -> the name's bytes.
+//! Layout: one tree, so that a group commit is one atomic `apply_batch`.
+//! - `l` + sequence (u64 BE) -> one part of the counters' journal ([`crate::journal`]): the
+//!   changes of a group commit (new names and keys, absolute tallies) or a retention cutoff.
+//! - `p` + snapshot generation (u64 BE) + part number (u32 BE) -> one part of a snapshot of
+//!   every counter, in the journal's format.
+//! - `msnapshot` -> generation (u64 BE) + last journal sequence it includes (u64 BE): the
+//!   snapshot in force; journal parts after that sequence are replayed on top of it.
 //! - `s` + hour (u32 BE) + commit number (u64 BE) -> concatenated 16-byte event-id digests first
 //!   seen in that hour by that group commit.
 //! - `h` + collector id -> u64 BE: the collector's high-water mark (last applied spool sequence).
 //! - `m` + name -> metadata (the schema version).
-//!
-//! A dictionary entry (`k`, `u`, `n`) is written in the same batch as the first counter that
-//! uses it; retention deletes the `k` and `u` entries no counter uses any more.
 
 use thiserror::Error;
 
-/// Prefix of counter keys.
-pub const COUNTER: u8 = b'c';
-/// Prefix of counter-key dictionary entries.
-pub const KEY: u8 = b'k';
-/// Prefix of URL dictionary entries.
-pub const URL: u8 = b'u';
-/// Prefix of small name dictionaries (tenants, sources, actions).
-pub const NAME: u8 = b'n';
+/// Prefix of journal parts.
+pub const LOG: u8 = b'l';
+/// Prefix of snapshot parts.
+pub const SNAP: u8 = b'p';
+/// Key of the snapshot in force.
+pub const SNAP_POINTER: &[u8] = b"msnapshot";
 /// Name kind: tenant.
 pub const TENANT_NAME: u8 = b't';
 /// Name kind: source.
@@ -39,7 +33,7 @@ pub const HWM: u8 = b'h';
 /// Key of the schema version.
 pub const SCHEMA_KEY: &[u8] = b"mschema";
 /// The schema this build reads and writes.
-pub const SCHEMA_VERSION: u32 = 2;
+pub const SCHEMA_VERSION: u32 = 3;
 
 /// A stored key or value that this build cannot read.
 #[derive(Debug, Error)]
@@ -128,78 +122,52 @@ impl Counts {
     }
 }
 
-/// The sled key of one counter: hour and key id.
-pub fn counter_key(hour: u32, key: u32) -> [u8; 9] {
-    let mut out = [COUNTER; 9];
-    out[1..5].copy_from_slice(&hour.to_be_bytes());
-    out[5..].copy_from_slice(&key.to_be_bytes());
+/// The sled key of journal part `seq`.
+pub fn log_key(seq: u64) -> [u8; 9] {
+    let mut out = [LOG; 9];
+    out[1..].copy_from_slice(&seq.to_be_bytes());
     out
 }
 
-/// Reads a key written by [`counter_key`].
-///
-/// # Errors
-/// When the key is not a well-formed counter key.
-pub fn decode_counter_key(key: &[u8]) -> Result<(u32, u32), CodecError> {
-    if key.len() != 9 || key[0] != COUNTER {
-        return Err(corrupt("counter key", format!("{} bytes", key.len())));
-    }
-    Ok((be32(&key[1..5]), be32(&key[5..9])))
-}
-
-fn be32(b: &[u8]) -> u32 {
-    u32::from_be_bytes([b[0], b[1], b[2], b[3]])
-}
-
-/// The sled key of a dictionary entry: `prefix` (+ `kind`) + id.
-pub fn dict_key(prefix: u8, kind: Option<u8>, id: u32) -> Vec<u8> {
-    let mut out = Vec::with_capacity(6);
-    out.push(prefix);
-    out.extend(kind);
-    out.extend_from_slice(&id.to_be_bytes());
+/// The sled key of part `part` of snapshot `generation`.
+pub fn snap_key(generation: u64, part: u32) -> [u8; 13] {
+    let mut out = [SNAP; 13];
+    out[1..9].copy_from_slice(&generation.to_be_bytes());
+    out[9..].copy_from_slice(&part.to_be_bytes());
     out
 }
 
-/// Reads the id (and kind, for `n` entries) of a dictionary key.
+/// Reads the sequence of a journal key, or the generation of a snapshot key.
 ///
 /// # Errors
 /// When the key is malformed.
-pub fn decode_dict_key(key: &[u8]) -> Result<(Option<u8>, u32), CodecError> {
-    match key {
-        [NAME, kind, id @ ..] if id.len() == 4 => Ok((Some(*kind), be32(id))),
-        [KEY | URL, id @ ..] if id.len() == 4 => Ok((None, be32(id))),
-        _ => Err(corrupt("dictionary key", format!("{key:?}"))),
-    }
+pub fn decode_seq(key: &[u8]) -> Result<u64, CodecError> {
+    key.get(1..9)
+        .and_then(|b| <[u8; 8]>::try_from(b).ok())
+        .map(u64::from_be_bytes)
+        .ok_or_else(|| corrupt("journal key", format!("{} bytes", key.len())))
 }
 
-/// The stored value of a counter key: tenant, source and URL ids.
-pub fn key_value(parts: [u32; 3]) -> [u8; 12] {
-    let mut out = [0u8; 12];
-    for (i, p) in parts.iter().enumerate() {
-        out[i * 4..i * 4 + 4].copy_from_slice(&p.to_be_bytes());
-    }
+/// The snapshot pointer's value.
+pub fn snap_pointer(generation: u64, through: u64) -> [u8; 16] {
+    let mut out = [0u8; 16];
+    out[..8].copy_from_slice(&generation.to_be_bytes());
+    out[8..].copy_from_slice(&through.to_be_bytes());
     out
 }
 
-/// Reads a value written by [`key_value`].
+/// Reads [`snap_pointer`].
 ///
 /// # Errors
-/// When it is not 12 bytes long.
-pub fn decode_key_value(v: &[u8]) -> Result<[u32; 3], CodecError> {
-    if v.len() != 12 {
-        return Err(corrupt("counter-key entry", format!("{} bytes", v.len())));
+/// When it is not 16 bytes long.
+pub fn decode_snap_pointer(v: &[u8]) -> Result<(u64, u64), CodecError> {
+    if v.len() != 16 {
+        return Err(corrupt("snapshot pointer", format!("{} bytes", v.len())));
     }
-    Ok([be32(&v[0..4]), be32(&v[4..8]), be32(&v[8..12])])
-}
-
-/// Reads a stored name.
-///
-/// # Errors
-/// When it is not UTF-8.
-pub fn decode_name(what: &'static str, v: &[u8]) -> Result<Box<str>, CodecError> {
-    std::str::from_utf8(v)
-        .map(Into::into)
-        .map_err(|e| corrupt(what, e.to_string()))
+    Ok((
+        decode_u64("snapshot pointer", &v[..8])?,
+        decode_u64("snapshot pointer", &v[8..])?,
+    ))
 }
 
 /// The first key of `prefix`'s partition for `hour`: keys of earlier hours sort before it.
@@ -253,19 +221,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn counter_keys_round_trip_and_sort_by_hour() {
-        let bytes = counter_key(490_000, 77);
-        assert_eq!(decode_counter_key(&bytes).unwrap(), (490_000, 77));
-        assert!(
-            counter_key(489_999, u32::MAX).as_slice() < hour_prefix(COUNTER, 490_000).as_slice()
-        );
-        assert!(bytes.as_slice() < hour_prefix(COUNTER, 490_001).as_slice());
-        assert_eq!(decode_key_value(&key_value([1, 2, 3])).unwrap(), [1, 2, 3]);
+    fn journal_and_snapshot_keys_sort_by_sequence() {
+        assert!(log_key(255) < log_key(256));
+        assert_eq!(decode_seq(&log_key(77)).unwrap(), 77);
+        assert!(snap_key(1, u32::MAX) < snap_key(2, 0));
+        assert_eq!(decode_seq(&snap_key(9, 3)).unwrap(), 9);
         assert_eq!(
-            decode_dict_key(&dict_key(NAME, Some(ACTION_NAME), 9)).unwrap(),
-            (Some(ACTION_NAME), 9)
+            decode_snap_pointer(&snap_pointer(4, 1 << 40)).unwrap(),
+            (4, 1 << 40)
         );
-        assert_eq!(decode_dict_key(&dict_key(URL, None, 5)).unwrap(), (None, 5));
     }
 
     #[test]
@@ -283,11 +247,8 @@ mod tests {
 
     #[test]
     fn truncated_keys_are_errors_not_panics() {
-        assert!(decode_counter_key(b"c").is_err());
-        assert!(decode_counter_key(b"c\0\0\0\x01\x00\x09a").is_err());
-        assert!(decode_dict_key(b"u12").is_err());
-        assert!(decode_key_value(b"12345").is_err());
-        assert!(decode_name("url", &[0xff]).is_err());
+        assert!(decode_seq(b"l123").is_err());
+        assert!(decode_snap_pointer(b"0123456789").is_err());
         assert!(decode_seen_key(b"s123").is_err());
     }
 }

@@ -25,6 +25,9 @@ pub struct AggregatorConfig {
     pub max_batch_events: usize,
     /// A group commit stops taking batches once it holds this many events.
     pub group_commit_events: usize,
+    /// A snapshot of the counters is written once the journal since the last one is larger
+    /// than the last snapshot and than this many bytes.
+    pub snapshot_min_bytes: u64,
     /// Host rules hidden from queries unless a request says `no_exclusions`.
     pub exclusions: Vec<String>,
     /// Where "now" comes from.
@@ -66,6 +69,7 @@ impl AggregatorConfig {
             max_message_bytes: 16 * 1024 * 1024,
             max_batch_events: 10_000,
             group_commit_events: 20_000,
+            snapshot_min_bytes: 64 * 1024 * 1024,
             exclusions: Vec::new(),
             clock: Arc::new(SystemClock),
             tls: None,

@@ -179,6 +179,7 @@ pub async fn run_writer(
     };
     let mut retention = tokio::time::interval(config.retention_interval);
     let mut expiring = None;
+    let mut snapshotting: Option<tokio::task::JoinHandle<()>> = None;
     retention.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let (written_tx, written_rx) = mpsc::channel::<Pending>(PIPELINE);
     let mut flusher = tokio::spawn(run_flusher(
@@ -244,8 +245,26 @@ pub async fn run_writer(
             refuse(&p.group);
             break;
         }
+        // Between groups, everything counted is in journal parts already written: the moment
+        // to take a snapshot, written in the background.
+        if snapshotting.as_ref().is_none_or(|h| h.is_finished())
+            && store.snapshot_due(config.snapshot_min_bytes)
+        {
+            let snap = store.capture();
+            let store = store.clone();
+            snapshotting = Some(tokio::task::spawn_blocking(move || {
+                let (generation, parts) = (snap.generation, snap.parts.len());
+                match store.install(snap) {
+                    Ok(()) => info!(generation, parts, "wrote a snapshot of the counters"),
+                    Err(e) => error!(cause = %e, "could not write a snapshot; the journal is kept"),
+                }
+            }));
+        }
     }
     drop(written_tx);
+    if let Some(h) = snapshotting {
+        let _ = h.await;
+    }
     let flushed = flusher
         .await
         .unwrap_or_else(|e| Err(AggregatorError::Writer(e.to_string())));

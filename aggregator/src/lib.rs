@@ -24,6 +24,7 @@ pub mod config_file;
 pub mod error;
 pub mod hosts;
 pub mod ingest;
+pub mod journal;
 pub mod metrics;
 pub mod query;
 pub mod query_service;

@@ -65,6 +65,11 @@ impl SeenIds {
         self.len -= dropped.values().map(HashSet::len).sum::<usize>();
     }
 
+    /// True when some digest is of an hour before `cutoff`.
+    pub fn has_before(&self, cutoff: u32) -> bool {
+        self.by_hour.range(..cutoff).next().is_some()
+    }
+
     /// Number of digests held.
     pub fn len(&self) -> usize {
         self.len

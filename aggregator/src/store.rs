@@ -2,8 +2,9 @@
 //!
 //! sled is the durable truth; the in-memory mirror answers queries and makes every write an
 //! absolute value (no read-modify-write on disk). A group of batches is staged in memory, written
-//! as one atomic `apply_batch` (counters, new dictionary entries, event-id digests and high-water
-//! marks together) and flushed before any of its acknowledgements is sent.
+//! as one atomic `apply_batch` (the group's journal parts, event-id digests and high-water marks
+//! together) and flushed before any of its acknowledgements is sent. Counters reach sled as a
+//! journal with periodic snapshots ([`crate::journal`]), not one key per counter.
 //!
 //! In memory, strings are interned to dense ids ([`crate::table`]): each URL is held once, a
 //! counter is a [`Tally`] of a few dozen bytes under its key id, and the default 7-day window is
@@ -12,6 +13,7 @@
 use crate::actions::{classify, SeedColumns};
 use crate::clock::{hour_of, HOUR_MS};
 use crate::codec::{self, CodecError, CounterKey, Counts};
+use crate::journal::{self, Entry};
 use crate::seen::{self, SeenIds};
 use crate::table::{IdHasher, IdMap, KeyParts, Table, Tally};
 use crate::totals::{Nums, WindowTotals};
@@ -82,6 +84,12 @@ pub struct CounterState {
     pub hwm: HashMap<String, u64>,
     /// Number of the next group commit (names its event-id partition values).
     next_commit: u64,
+    /// Sequence of the next journal part.
+    next_seq: u64,
+    /// Journal bytes written since the snapshot in force.
+    log_bytes: u64,
+    /// Bytes of the snapshot in force, and its generation.
+    snapshot: (u64, u64),
 }
 
 /// A borrowed counter key.
@@ -179,16 +187,16 @@ impl CounterState {
     /// (for tests and tools that build a state by hand). Returns its key id.
     pub fn add_click(&mut self, ev: &clicktally_proto::v1::ClickEvent) -> u32 {
         let hour = hour_of(ev.time_unix_ms).clamp(0, u32::MAX as i64) as u32;
-        self.count(ev, hour, &mut Vec::new())
+        self.count(ev, hour, &mut journal::Writer::default())
     }
 
-    /// Counts one click in memory; returns its key id. New
-    /// dictionary entries are added to `dict` for the same sled batch.
+    /// Counts one click in memory; returns its key id. New names and keys are added to the
+    /// group's journal record.
     fn count(
         &mut self,
         ev: &clicktally_proto::v1::ClickEvent,
         hour: u32,
-        dict: &mut Vec<(Vec<u8>, Vec<u8>)>,
+        dict: &mut journal::Writer,
     ) -> u32 {
         let tenant = intern_name(&mut self.tenants, &ev.tenant, codec::TENANT_NAME, dict);
         let source = intern_name(&mut self.sources, &ev.source, codec::SOURCE_NAME, dict);
@@ -206,14 +214,7 @@ impl CounterState {
         };
         let url = match self.urls.find(ev.url.as_str()) {
             Some(u) => u,
-            None => {
-                let u = self.urls.insert(ev.url.as_str().into());
-                dict.push((
-                    codec::dict_key(codec::URL, None, u),
-                    ev.url.as_bytes().to_vec(),
-                ));
-                u
-            }
+            None => self.urls.insert(ev.url.as_str().into()),
         };
         let parts = [tenant, source, url];
         let key = match self.keys.find(&parts) {
@@ -221,10 +222,7 @@ impl CounterState {
             None => {
                 let k = self.keys.insert(parts);
                 self.urls.retain(url);
-                dict.push((
-                    codec::dict_key(codec::KEY, None, k),
-                    codec::key_value(parts).to_vec(),
-                ));
+                dict.key(k, tenant, source, &ev.url);
                 k
             }
         };
@@ -274,10 +272,102 @@ impl CounterState {
         (keys, urls)
     }
 
-    /// Lets ids freed by [`CounterState::expire`] be reused, once sled no longer holds them.
+    /// Lets ids freed by [`CounterState::expire`] be reused.
     fn free_ids(&mut self, keys: &[u32], urls: &[u32]) {
         self.keys.free_ids(keys);
         self.urls.free_ids(urls);
+    }
+
+    /// Applies one journal entry while loading.
+    fn replay(&mut self, e: Entry<'_>) -> Result<(), CodecError> {
+        match e {
+            Entry::Name { kind, id, name } => {
+                let table = match kind {
+                    codec::TENANT_NAME => &mut self.tenants,
+                    codec::SOURCE_NAME => &mut self.sources,
+                    codec::ACTION_NAME => {
+                        if self.action_cols.len() <= id as usize {
+                            self.action_cols
+                                .resize(id as usize + 1, SeedColumns::default());
+                        }
+                        self.action_cols[id as usize] = classify(name);
+                        &mut self.actions
+                    }
+                    k => {
+                        return Err(CodecError {
+                            what: "journal name",
+                            detail: format!("unknown kind {k}"),
+                        })
+                    }
+                };
+                if table.get(id).map(|v| &**v) != Some(name) {
+                    table.insert_at(id, name.into());
+                }
+            }
+            Entry::Key {
+                id,
+                tenant,
+                source,
+                url,
+            } => {
+                if let Some([_, _, old]) = self.keys.remove_deferred(id) {
+                    if self.urls.release(old) {
+                        self.urls.remove(old);
+                    }
+                }
+                let u = match self.urls.find(url) {
+                    Some(u) => u,
+                    None => self.urls.insert(url.into()),
+                };
+                self.urls.retain(u);
+                self.keys.insert_at(id, [tenant, source, u]);
+            }
+            Entry::Tally { hour, key, tally } => {
+                if self.keys.get(key).is_none() {
+                    return Err(CodecError {
+                        what: "journal tally",
+                        detail: format!("hour {hour} names key {key}, which is not defined"),
+                    });
+                }
+                if self
+                    .buckets
+                    .entry(hour)
+                    .or_default()
+                    .insert(key, tally)
+                    .is_none()
+                {
+                    self.keys.retain(key);
+                }
+            }
+            Entry::Cutoff { hour } => {
+                let (keys, urls) = self.expire(hour);
+                self.free_ids(&keys, &urls);
+            }
+        }
+        Ok(())
+    }
+
+    /// Every counter as journal entries: names, keys, tallies.
+    fn snapshot_parts(&self) -> Vec<Vec<u8>> {
+        let mut w = journal::Writer::default();
+        for (kind, table) in [
+            (codec::TENANT_NAME, &self.tenants),
+            (codec::SOURCE_NAME, &self.sources),
+            (codec::ACTION_NAME, &self.actions),
+        ] {
+            for (id, name) in table.iter() {
+                w.name(kind, id, name);
+            }
+        }
+        for (id, [t, s, u]) in self.keys.iter() {
+            w.key(id, *t, *s, self.urls.get(*u).map_or("", |v| v));
+        }
+        for (hour, bucket) in &self.buckets {
+            for (k, t) in bucket {
+                w.tally(*hour, *k, t);
+            }
+        }
+        w.finish()
     }
 }
 
@@ -295,16 +385,13 @@ fn intern_name(
     table: &mut Table<Box<str>>,
     name: &str,
     kind: u8,
-    dict: &mut Vec<(Vec<u8>, Vec<u8>)>,
+    dict: &mut journal::Writer,
 ) -> u32 {
     if let Some(id) = table.find(name) {
         return id;
     }
     let id = table.insert(name.into());
-    dict.push((
-        codec::dict_key(codec::NAME, Some(kind), id),
-        name.as_bytes().to_vec(),
-    ));
+    dict.name(kind, id, name);
     id
 }
 
@@ -318,6 +405,16 @@ pub struct StagedGroup {
     pub touched: Vec<(u32, u32)>,
     /// Events counted, by source, for metrics.
     pub applied_by_source: HashMap<String, u64>,
+}
+
+/// A snapshot taken by [`CounterStore::capture`], to be written by [`CounterStore::install`].
+pub struct Snapshot {
+    /// Its generation.
+    pub generation: u64,
+    /// The last journal sequence it includes.
+    pub through: u64,
+    /// Its parts, in the journal's format.
+    pub parts: Vec<Vec<u8>>,
 }
 
 /// Durable per-URL, per-hour click counters.
@@ -405,7 +502,7 @@ impl CounterStore {
         let cutoff = hour_of(now_ms) - limits.retention_hours;
         let mut touched: HashSet<(u32, u32), BuildHasherDefault<IdHasher>> = HashSet::default();
         let mut new_digests: BTreeMap<u32, Vec<u128>> = BTreeMap::new();
-        let mut dict: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+        let mut dict = journal::Writer::default();
         let mut touched_hwm: Vec<String> = Vec::new();
         let mut acks = Vec::new();
         let mut applied_by_source: HashMap<String, u64> = HashMap::new();
@@ -462,13 +559,15 @@ impl CounterStore {
             acks.push(ack);
         }
         let mut sled_batch = sled::Batch::default();
-        for (k, v) in dict {
-            sled_batch.insert(k, v);
-        }
         for (hour, key) in &touched {
             if let Some(t) = state.buckets.get(hour).and_then(|b| b.get(key)) {
-                sled_batch.insert(&codec::counter_key(*hour, *key)[..], t.encode());
+                dict.tally(*hour, *key, t);
             }
+        }
+        for part in dict.finish() {
+            state.log_bytes += part.len() as u64;
+            sled_batch.insert(&codec::log_key(state.next_seq)[..], part);
+            state.next_seq += 1;
         }
         if !new_digests.is_empty() {
             let commit = state.next_commit;
@@ -514,60 +613,126 @@ impl CounterStore {
         Ok(())
     }
 
-    /// Forgets every bucket and event-id partition older than `cutoff_hour` in memory (at once,
-    /// so queries stop counting them), then deletes them from sled in chunks of `chunk` keys,
-    /// so that a large expiry never holds up other writers for long, with the dictionary entries
-    /// of keys and URLs no counter uses any more. Returns how many counter keys were deleted.
+    /// Forgets every bucket and event-id partition older than `cutoff_hour`: in memory at once
+    /// (so queries stop counting them), with a cutoff entry in the journal (written in journal
+    /// order, so a replay forgets them at the same point), then deletes the event-id partitions
+    /// from sled in chunks of `chunk` keys, so that a large expiry never holds up other writers
+    /// for long. Returns how many counters (URL x hour) were forgotten.
     ///
     /// # Errors
     /// When sled cannot write.
     pub fn expire_before(&self, cutoff_hour: u32, chunk: usize) -> Result<usize, StoreError> {
-        let (keys, urls) = self
-            .state
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .expire(cutoff_hour);
-        let mut removed = 0;
-        for prefix in [codec::COUNTER, codec::SEEN] {
-            let end = codec::hour_prefix(prefix, cutoff_hour);
-            loop {
+        let removed = {
+            let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+            let removed: usize = state
+                .buckets
+                .range(..cutoff_hour)
+                .map(|(_, b)| b.len())
+                .sum();
+            if removed > 0 || state.seen.has_before(cutoff_hour) {
+                let (keys, urls) = state.expire(cutoff_hour);
+                state.free_ids(&keys, &urls);
+                let mut w = journal::Writer::default();
+                w.cutoff(cutoff_hour);
                 let mut batch = sled::Batch::default();
-                let mut n = 0;
-                for kv in self.tree.range(&[prefix][..]..&end[..]).take(chunk.max(1)) {
-                    let (k, _) = kv.map_err(|e| self.err(e))?;
-                    batch.remove(k);
-                    n += 1;
-                }
-                if n == 0 {
-                    break;
+                for part in w.finish() {
+                    state.log_bytes += part.len() as u64;
+                    batch.insert(&codec::log_key(state.next_seq)[..], part);
+                    state.next_seq += 1;
                 }
                 self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
-                if prefix == codec::COUNTER {
-                    removed += n;
-                }
             }
-        }
-        let dict = keys
-            .iter()
-            .map(|k| codec::dict_key(codec::KEY, None, *k))
-            .chain(urls.iter().map(|u| codec::dict_key(codec::URL, None, *u)));
-        let dict: Vec<Vec<u8>> = dict.collect();
-        for part in dict.chunks(chunk.max(1)) {
+            removed
+        };
+        let end = codec::hour_prefix(codec::SEEN, cutoff_hour);
+        self.remove_range(&[codec::SEEN][..], &end[..], chunk)?;
+        Ok(removed)
+    }
+
+    /// Deletes the keys in `[from, to)` in batches of `chunk`.
+    fn remove_range(&self, from: &[u8], to: &[u8], chunk: usize) -> Result<usize, StoreError> {
+        let mut removed = 0;
+        loop {
             let mut batch = sled::Batch::default();
-            for k in part {
-                batch.remove(k.as_slice());
+            let mut n = 0;
+            for kv in self.tree.range(from..to).take(chunk.max(1)) {
+                let (k, _) = kv.map_err(|e| self.err(e))?;
+                batch.remove(k);
+                n += 1;
+            }
+            if n == 0 {
+                return Ok(removed);
+            }
+            self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+            removed += n;
+        }
+    }
+
+    /// True when the journal since the last snapshot has grown past the snapshot's size (and
+    /// past `min_bytes`): time for [`CounterStore::capture`].
+    pub fn snapshot_due(&self, min_bytes: u64) -> bool {
+        let state = self.read();
+        state.log_bytes >= min_bytes.max(state.snapshot.0)
+    }
+
+    /// Takes a snapshot of every counter in memory. Call it only between group commits (from
+    /// the writer), when everything counted is in journal parts already written; write it with
+    /// [`CounterStore::install`], which may run in the background.
+    pub fn capture(&self) -> Snapshot {
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
+        let parts = state.snapshot_parts();
+        let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        let generation = state.snapshot.1 + 1;
+        state.snapshot = (bytes, generation);
+        state.log_bytes = 0;
+        Snapshot {
+            generation,
+            through: state.next_seq.saturating_sub(1),
+            parts,
+        }
+    }
+
+    /// Writes a snapshot, makes it the one in force, then deletes the journal it includes and
+    /// older snapshots. A crash at any point leaves a loadable store: the previous snapshot
+    /// and journal stay until the new pointer is on disk.
+    ///
+    /// # Errors
+    /// When sled cannot write.
+    pub fn install(&self, snap: Snapshot) -> Result<(), StoreError> {
+        let Snapshot {
+            generation,
+            through,
+            parts,
+        } = snap;
+        let mut part_no = 0u32;
+        for chunk in parts.chunks(64) {
+            let mut batch = sled::Batch::default();
+            for p in chunk {
+                batch.insert(&codec::snap_key(generation, part_no)[..], p.as_slice());
+                part_no += 1;
             }
             self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
         }
-        if !dict.is_empty() {
-            // The ids may be reused only once their old entries are gone for good.
-            self.db.flush().map_err(|e| self.err(e))?;
-        }
-        self.state
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .free_ids(&keys, &urls);
-        Ok(removed)
+        drop(parts);
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.tree
+            .insert(
+                codec::SNAP_POINTER,
+                &codec::snap_pointer(generation, through),
+            )
+            .map_err(|e| self.err(e))?;
+        self.db.flush().map_err(|e| self.err(e))?;
+        self.remove_range(
+            &[codec::LOG][..],
+            &codec::log_key(through.saturating_add(1))[..],
+            1_000,
+        )?;
+        self.remove_range(
+            &[codec::SNAP][..],
+            &codec::snap_key(generation, 0)[..],
+            1_000,
+        )?;
+        Ok(())
     }
 
     /// Moves the pre-aggregated window to the default window at `now_ms`, when it is not there.
@@ -650,60 +815,38 @@ impl From<CodecError> for LoadError {
 
 fn load(tree: &sled::Tree) -> Result<CounterState, LoadError> {
     let mut state = CounterState::default();
-    for kv in tree.scan_prefix([codec::NAME]) {
+    let (generation, through) = match tree.get(codec::SNAP_POINTER)? {
+        Some(v) => codec::decode_snap_pointer(&v)?,
+        None => (0, 0),
+    };
+    let mut snap_bytes = 0;
+    let mut stale = Vec::new();
+    for kv in tree.scan_prefix([codec::SNAP]) {
         let (k, v) = kv?;
-        let (kind, id) = codec::decode_dict_key(&k)?;
-        let name = codec::decode_name("name", &v)?;
-        match kind {
-            Some(codec::TENANT_NAME) => state.tenants.insert_at(id, name),
-            Some(codec::SOURCE_NAME) => state.sources.insert_at(id, name),
-            Some(codec::ACTION_NAME) => {
-                if state.action_cols.len() <= id as usize {
-                    state
-                        .action_cols
-                        .resize(id as usize + 1, SeedColumns::default());
-                }
-                state.action_cols[id as usize] = classify(&name);
-                state.actions.insert_at(id, name);
-            }
-            _ => {
-                return Err(CodecError {
-                    what: "name entry",
-                    detail: format!("unknown kind in {k:?}"),
-                }
-                .into())
-            }
+        if codec::decode_seq(&k)? != generation {
+            stale.push(k); // an older snapshot, or one cut short by a crash
+            continue;
         }
+        snap_bytes += v.len() as u64;
+        journal::read(&v, |e| state.replay(e))?;
     }
-    for kv in tree.scan_prefix([codec::URL]) {
+    let mut log_bytes = 0;
+    let mut next_seq = through + 1;
+    for kv in tree.scan_prefix([codec::LOG]) {
         let (k, v) = kv?;
-        let (_, id) = codec::decode_dict_key(&k)?;
-        state.urls.insert_at(id, codec::decode_name("url", &v)?);
-    }
-    for kv in tree.scan_prefix([codec::KEY]) {
-        let (k, v) = kv?;
-        let (_, id) = codec::decode_dict_key(&k)?;
-        let parts = codec::decode_key_value(&v)?;
-        if state.urls.get(parts[2]).is_some() {
-            state.keys.insert_at(id, parts);
-        } // else: left over from a retention run cut short; no counter can name it
-    }
-    for kv in tree.scan_prefix([codec::COUNTER]) {
-        let (k, v) = kv?;
-        let (hour, key) = codec::decode_counter_key(&k)?;
-        if state.keys.get(key).is_none() {
-            return Err(CodecError {
-                what: "counter",
-                detail: format!("hour {hour} names key {key} which is not stored"),
-            }
-            .into());
+        let seq = codec::decode_seq(&k)?;
+        if seq <= through && generation > 0 {
+            stale.push(k); // included in the snapshot; its deletion was cut short
+            continue;
         }
-        let tally = Tally::decode(&v)?;
-        state.buckets.entry(hour).or_default().insert(key, tally);
-        state.keys.retain(key);
+        log_bytes += v.len() as u64;
+        journal::read(&v, |e| state.replay(e))?;
+        next_seq = next_seq.max(seq + 1);
     }
-    // Keys and URLs no counter uses (retention deleted their counters, then the process
-    // stopped before their entries went) are forgotten; their ids are overwritten when reused.
+    for k in stale {
+        tree.remove(k)?;
+    }
+    // Keys no counter uses (retention dropped all their hours) are forgotten.
     let unused: Vec<u32> = state
         .keys
         .iter()
@@ -711,20 +854,11 @@ fn load(tree: &sled::Tree) -> Result<CounterState, LoadError> {
         .map(|(id, _)| id)
         .collect();
     for id in unused {
-        state.keys.remove(id);
-    }
-    let used: Vec<u32> = state.keys.iter().map(|(_, p)| p[2]).collect();
-    for u in used {
-        state.urls.retain(u);
-    }
-    let unused: Vec<u32> = state
-        .urls
-        .iter()
-        .filter(|(id, _)| state.urls.refs(*id) == 0)
-        .map(|(id, _)| id)
-        .collect();
-    for id in unused {
-        state.urls.remove(id);
+        if let Some([_, _, u]) = state.keys.remove(id) {
+            if state.urls.release(u) {
+                state.urls.remove(u);
+            }
+        }
     }
     for t in [
         &mut state.tenants,
@@ -735,6 +869,9 @@ fn load(tree: &sled::Tree) -> Result<CounterState, LoadError> {
         t.finish_load();
     }
     state.keys.finish_load();
+    state.next_seq = next_seq.max(1);
+    state.log_bytes = log_bytes;
+    state.snapshot = (snap_bytes, generation);
     for kv in tree.scan_prefix([codec::SEEN]) {
         let (k, v) = kv?;
         let (hour, commit) = codec::decode_seen_key(&k)?;

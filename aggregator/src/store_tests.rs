@@ -262,8 +262,6 @@ async fn retention_frees_unused_urls_and_reuses_their_ids() {
             assert_eq!(state.urls.len(), 1);
             assert_eq!(state.keys.len(), 1);
         }
-        let stored_urls = store.tree.scan_prefix([codec::URL]).count();
-        assert_eq!(stored_urls, 1);
         apply(
             &store,
             &[batch("c1", 4, vec![ev("4", "fresh", "UrlErrorPage", NOW)])],
@@ -279,4 +277,165 @@ async fn retention_frees_unused_urls_and_reuses_their_ids() {
     let fresh = state.key_id("", "defender", "fresh").unwrap();
     let c = state.counts((NOW / HOUR_MS) as u32, fresh).unwrap();
     assert_eq!(c.actions[0].action_type, "UrlErrorPage");
+}
+
+fn everything(store: &CounterStore) -> Vec<(u32, CounterKey, Counts)> {
+    let mut v: Vec<_> = store.read().entries().collect();
+    v.sort_by(|a, b| (a.0, &a.1).cmp(&(b.0, &b.1)));
+    v
+}
+
+fn prefixed(store: &CounterStore, prefix: u8) -> usize {
+    store.tree.scan_prefix([prefix]).count()
+}
+
+/// Counters come back from a snapshot plus the journal after it exactly as they were, through
+/// retention (ids freed and reused after the snapshot), and the journal a snapshot includes is
+/// deleted.
+#[tokio::test]
+async fn snapshot_and_journal_replay_to_the_same_counters() {
+    let dir = tempfile::tempdir().unwrap();
+    let old = NOW - 20 * 24 * HOUR_MS;
+    let urls: Vec<String> = (0..300).map(|i| format!("https://x{i}.example/")).collect();
+    let before;
+    {
+        let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+        let mut seq = 1;
+        for round in 0..6i64 {
+            let mut events: Vec<ClickEvent> = urls
+                .iter()
+                .enumerate()
+                .map(|(i, u)| {
+                    let action = ["ClickAllowed", "ClickBlocked", "UrlScanInProgress"][i % 3];
+                    ev(
+                        &format!("{round}-{i}"),
+                        u,
+                        action,
+                        NOW - round * HOUR_MS + i as i64,
+                    )
+                })
+                .collect();
+            if round == 0 {
+                events.extend((0..150).map(|i| {
+                    ev(
+                        &format!("old{i}"),
+                        &format!("https://old{i}.example/"),
+                        "ClickAllowed",
+                        old,
+                    )
+                }));
+            }
+            let n = events.len() as u64;
+            apply(&store, &[batch("c1", seq, events)]).await;
+            seq += n;
+            if round == 2 {
+                let logs = prefixed(&store, codec::LOG);
+                assert!(logs > 1, "{logs} journal parts");
+                let snap = store.capture();
+                assert_eq!(snap.generation, 1);
+                assert!(!snap.parts.is_empty());
+                store.install(snap).unwrap();
+                assert_eq!(prefixed(&store, codec::LOG), 0);
+                assert!(prefixed(&store, codec::SNAP) > 0);
+            }
+            if round == 3 {
+                // The old hour goes; its 150 URLs are freed, then reused by new ones below.
+                assert_eq!(
+                    store.expire_before((NOW / HOUR_MS - 24) as u32, 7).unwrap(),
+                    150
+                );
+                assert_eq!(store.read().urls.len(), 300);
+            }
+        }
+        let fresh: Vec<ClickEvent> = (0..150)
+            .map(|i| {
+                ev(
+                    &format!("f{i}"),
+                    &format!("https://fresh{i}.example/"),
+                    "UrlErrorPage",
+                    NOW,
+                )
+            })
+            .collect();
+        apply(&store, &[batch("c1", seq, fresh)]).await;
+        assert_eq!(store.read().urls.len(), 450);
+        assert_eq!(
+            store.read().keys.id_bound(),
+            450,
+            "freed key ids were reused"
+        );
+        before = everything(&store);
+        store.flush().await.unwrap();
+    }
+    let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+    let after = everything(&store);
+    assert_eq!(after.len(), before.len());
+    assert_eq!(after, before);
+    assert_eq!(total(&store, &urls[0]), 6);
+    assert_eq!(total(&store, "https://old0.example/"), 0);
+    assert_eq!(total(&store, "https://fresh0.example/"), 1);
+    assert_eq!(store.read().seen.len(), 6 * 300 + 150);
+}
+
+/// A snapshot cut short by a crash (parts written, pointer not) is ignored and cleaned up.
+#[tokio::test]
+async fn a_snapshot_cut_short_is_ignored() {
+    let dir = tempfile::tempdir().unwrap();
+    let before;
+    {
+        let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+        apply(
+            &store,
+            &[batch(
+                "c1",
+                1,
+                vec![
+                    ev("1", "a", "ClickAllowed", NOW),
+                    ev("2", "b", "ClickBlocked", NOW),
+                ],
+            )],
+        )
+        .await;
+        let snap = store.capture();
+        // Only the parts, as if the process died before the pointer was written.
+        for (i, p) in snap.parts.iter().enumerate() {
+            store
+                .tree
+                .insert(
+                    &codec::snap_key(snap.generation, i as u32)[..],
+                    p.as_slice(),
+                )
+                .unwrap();
+        }
+        apply(
+            &store,
+            &[batch("c1", 3, vec![ev("3", "a", "ClickAllowed", NOW)])],
+        )
+        .await;
+        before = everything(&store);
+        store.flush().await.unwrap();
+    }
+    let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+    assert_eq!(everything(&store), before);
+    assert_eq!(total(&store, "a"), 2);
+    assert_eq!(prefixed(&store, codec::SNAP), 0);
+    assert_eq!(prefixed(&store, codec::LOG), 2);
+}
+
+/// A damaged journal part is a clear error naming it, not a panic.
+#[test]
+fn a_damaged_journal_is_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+        store
+            .tree
+            .insert(&codec::log_key(1)[..], &[3, 1, 2, 9, 9][..])
+            .unwrap();
+        store.db.flush().unwrap();
+    }
+    let e = CounterStore::open(dir.path(), 1 << 20)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("corrupt journal part"), "{e}");
 }
