@@ -62,7 +62,7 @@ impl AggregatorConfig {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Self {
             data_dir: data_dir.into(),
-            cache_capacity: 64 * 1024 * 1024,
+            cache_capacity: 16 * 1024 * 1024,
             retention: Duration::from_secs(30 * 24 * 3600),
             retention_interval: Duration::from_secs(600),
             max_url_bytes: 8 * 1024,

@@ -33,7 +33,7 @@ struct Args {
     /// How often expired counters are deleted [default: 10m].
     #[arg(long, env = "CLICKTALLY_RETENTION_INTERVAL", value_parser = humantime::parse_duration)]
     retention_interval: Option<Duration>,
-    /// sled page cache in MiB [default: 64].
+    /// sled page cache in MiB [default: 16].
     #[arg(long, env = "CLICKTALLY_CACHE_MIB")]
     cache_mib: Option<u64>,
     /// Host hidden from queries with its subdomains (repeatable; added to the config's lists).

@@ -65,6 +65,14 @@ impl SeenIds {
         self.len -= dropped.values().map(HashSet::len).sum::<usize>();
     }
 
+    /// Bytes held on the heap (estimated from capacities).
+    pub fn heap_bytes(&self) -> u64 {
+        self.by_hour
+            .values()
+            .map(|s| s.capacity() as u64 * 17)
+            .sum()
+    }
+
     /// True when some digest is of an hour before `cutoff`.
     pub fn has_before(&self, cutoff: u32) -> bool {
         self.by_hour.range(..cutoff).next().is_some()

@@ -169,6 +169,29 @@ impl CounterState {
         })
     }
 
+    /// Estimated heap bytes of each part of the state, for metrics and the benchmark.
+    pub fn heap_bytes(&self) -> Vec<(&'static str, u64)> {
+        let strings = |t: &Table<Box<str>>| t.iter().map(|(_, s)| s.len() as u64).sum::<u64>();
+        let bucket = std::mem::size_of::<(u32, Tally)>() as u64 + 1;
+        vec![
+            ("url strings", strings(&self.urls)),
+            ("url table", self.urls.heap_bytes()),
+            ("key table", self.keys.heap_bytes()),
+            (
+                "hourly tallies",
+                self.buckets
+                    .values()
+                    .map(|b| b.capacity() as u64 * bucket)
+                    .sum(),
+            ),
+            (
+                "7-day totals",
+                (self.window.totals.capacity() * std::mem::size_of::<Nums>()) as u64,
+            ),
+            ("event-id digests", self.seen.heap_bytes()),
+        ]
+    }
+
     /// Counter entries (URL x tenant x source x hour) held.
     pub fn counter_entries(&self) -> usize {
         self.buckets.values().map(|b| b.len()).sum()

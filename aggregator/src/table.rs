@@ -244,6 +244,13 @@ impl<T> Table<T> {
         }
     }
 
+    /// Bytes this table holds on the heap, besides what its values own.
+    pub fn heap_bytes(&self) -> u64 {
+        (self.slots.capacity() * std::mem::size_of::<Slot<T>>()
+            + self.index.capacity() * (std::mem::size_of::<u32>() + 1)
+            + self.free.capacity() * 4) as u64
+    }
+
     /// Every (id, value) in id order.
     pub fn iter(&self) -> impl Iterator<Item = (u32, &T)> {
         self.slots

@@ -17,7 +17,7 @@ pub const BATCH_EVENTS: usize = 1_000;
 /// Events per group commit: the aggregator's default `group_commit_events`.
 pub const GROUP_EVENTS: usize = 20_000;
 /// The aggregator's default sled cache.
-pub const CACHE_BYTES: u64 = 64 * 1024 * 1024;
+pub const CACHE_BYTES: u64 = 16 * 1024 * 1024;
 
 /// One run of leg 1.
 #[derive(Debug, Clone, Copy)]
@@ -149,7 +149,7 @@ pub async fn load_dataset(
     dir: &Path,
     now_ms: i64,
     queries: usize,
-) -> Res<(u64, f64, Vec<f64>)> {
+) -> Res<(u64, f64, Vec<f64>, Vec<(String, u64)>)> {
     let store = CounterStore::open(dir, CACHE_BYTES)?;
     let limits = limits();
     let mut seq = 1u64;
@@ -178,6 +178,12 @@ pub async fn load_dataset(
         store.commit(staged.batch).await?;
     }
     let secs = started.elapsed().as_secs_f64();
+    let heap = store
+        .read()
+        .heap_bytes()
+        .into_iter()
+        .map(|(k, v)| (k.to_owned(), v))
+        .collect();
     let req = SummaryRequest {
         limit: 100,
         ..Default::default()
@@ -195,7 +201,7 @@ pub async fn load_dataset(
         std::hint::black_box(resp);
         direct.push(t.elapsed().as_secs_f64() * 1e3);
     }
-    Ok((seq - 1, secs, direct))
+    Ok((seq - 1, secs, direct, heap))
 }
 
 /// What a data directory holds. The counter data is measured independently of how the store

@@ -306,7 +306,15 @@ fn run(args: &Args) -> Res<PathBuf> {
             "leg 4 loading {} events over {distinct} distinct URLs in process",
             ds.total()
         ));
-        let (n, secs, direct) = rt.block_on(inproc::load_dataset(&mut ds, &data, now, 3))?;
+        let (n, secs, direct, heap) = rt.block_on(inproc::load_dataset(&mut ds, &data, now, 3))?;
+        say(format!(
+            "leg 4 in-memory state at {distinct} URLs: {}",
+            heap.iter()
+                .map(|(k, v)| format!("{k} {:.1} MB", *v as f64 / 1e6))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+        case.heap = heap;
         case.events = n;
         case.load_secs = secs;
         say(format!(

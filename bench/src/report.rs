@@ -94,6 +94,8 @@ pub struct SummaryCase {
     pub loaded: Option<LoadedRun>,
     /// What its data directory holds.
     pub accounting: Option<Accounting>,
+    /// The in-memory state's heap by structure, estimated from capacities.
+    pub heap: Vec<(String, u64)>,
 }
 
 impl SummaryCase {
@@ -627,8 +629,9 @@ pub fn render(r: &Results) -> String {
                  events/s ({:.2} CPU s per million), its resident set {} after the queries, \
                  and after a restart loaded the directory and answered in {:.1} s. One click \
                  pushed to the binary was acknowledged in {:.0} ms when idle and in **{:.0} ms** \
-                 when pushed halfway through a Summary (the writer waits for the store's lock, which a Summary \
-                 holds for its whole computation).",
+                 when pushed halfway through a Summary (a Summary holds the store's read lock \
+                 while it computes; the writer waits for it). The in-process state's heap, \
+                 estimated from capacities: {}.",
                 c.distinct,
                 k(rate(c.events as f64, c.load_secs)),
                 c.startup_secs,
@@ -638,7 +641,12 @@ pub fn render(r: &Results) -> String {
                 mib(l.rss_now_kib),
                 l.restart_secs,
                 l.ack_idle_ms,
-                l.ack_during_summary_ms
+                l.ack_during_summary_ms,
+                c.heap
+                    .iter()
+                    .map(|(k, v)| format!("{k} {}", mb(*v as f64)))
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
     }
