@@ -224,6 +224,10 @@ pub struct Accounting {
     pub urls: u64,
     /// Event-id digests held (16 bytes each on disk).
     pub digests: u64,
+    /// Resident memory the benchmark process grew by when it opened the directory, KiB.
+    pub open_rss_kib: u64,
+    /// The opened state's heap, estimated from capacities.
+    pub open_heap_bytes: u64,
 }
 
 impl Accounting {
@@ -238,7 +242,11 @@ impl Accounting {
 /// # Errors
 /// When it cannot be opened.
 pub fn account(dir: &Path) -> Res<Accounting> {
+    let me = std::process::id() as i32;
+    let rss0 = crate::procs::vm_rss_kib(me).unwrap_or(0);
     let store = CounterStore::open(dir, CACHE_BYTES)?;
+    let rss1 = crate::procs::vm_rss_kib(me).unwrap_or(0);
+    let heap: u64 = store.read().heap_bytes().iter().map(|(_, v)| v).sum();
     let state = store.read();
     let mut a = Accounting::default();
     let mut urls = std::collections::HashSet::new();
@@ -257,5 +265,7 @@ pub fn account(dir: &Path) -> Res<Accounting> {
         .sum();
     a.urls = urls.len() as u64;
     a.digests = state.seen.len() as u64;
+    a.open_rss_kib = rss1.saturating_sub(rss0);
+    a.open_heap_bytes = heap;
     Ok(a)
 }

@@ -127,7 +127,7 @@ fn now_ms() -> i64 {
         .unwrap_or_default()
 }
 
-fn say(msg: impl AsRef<str>) {
+pub fn say(msg: impl AsRef<str>) {
     eprintln!("[bench] {}", msg.as_ref());
 }
 
