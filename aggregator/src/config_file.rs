@@ -31,6 +31,8 @@ pub struct AggregatorFile {
     pub retention_interval: Option<Duration>,
     /// sled page cache, MiB.
     pub cache_mib: Option<u64>,
+    /// Journal size, KiB, past which a snapshot of the counters is written.
+    pub snapshot_kib: Option<u64>,
     /// Longest URL counted.
     pub max_url_bytes: Option<usize>,
     /// Largest gRPC message.

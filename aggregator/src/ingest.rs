@@ -69,6 +69,15 @@ fn check_batch(batch: &EventBatch, max_events: usize) -> Result<(), Status> {
     if batch.events.is_empty() {
         return Err(Status::invalid_argument("batch has no events"));
     }
+    if batch
+        .first_sequence
+        .checked_add(batch.events.len() as u64)
+        .is_none()
+    {
+        return Err(Status::invalid_argument(
+            "batch sequence numbers overflow 64 bits",
+        ));
+    }
     if batch.events.len() > max_events {
         return Err(Status::invalid_argument(format!(
             "batch of {} events exceeds the {}-event limit",
@@ -365,4 +374,24 @@ fn expire(
             Err(e) => error!(cause = %e, "could not delete expired counters; will retry"),
         }
     }));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clicktally_proto::v1::ClickEvent;
+
+    #[test]
+    fn batches_that_cannot_be_sequenced_are_refused() {
+        let batch = |first, n| EventBatch {
+            collector_id: "c".into(),
+            first_sequence: first,
+            events: vec![ClickEvent::default(); n],
+        };
+        assert!(check_batch(&batch(1, 2), 10).is_ok());
+        let e = check_batch(&batch(u64::MAX, 2), 10).unwrap_err();
+        assert!(e.message().contains("overflow"), "{}", e.message());
+        assert!(check_batch(&batch(0, 1), 10).is_err());
+        assert!(check_batch(&batch(1, 11), 10).is_err());
+    }
 }

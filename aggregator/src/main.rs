@@ -36,6 +36,10 @@ struct Args {
     /// sled page cache in MiB [default: 16].
     #[arg(long, env = "CLICKTALLY_CACHE_MIB")]
     cache_mib: Option<u64>,
+    /// Journal KiB after which a snapshot of the counters is written (it must also exceed the
+    /// last snapshot's size) [default: 65536].
+    #[arg(long, env = "CLICKTALLY_SNAPSHOT_KIB")]
+    snapshot_kib: Option<u64>,
     /// Host hidden from queries with its subdomains (repeatable; added to the config's lists).
     #[arg(long = "exclude", env = "CLICKTALLY_EXCLUDE", value_delimiter = ',')]
     exclude: Vec<String>,
@@ -95,6 +99,11 @@ fn configure(args: &Args) -> Result<(AggregatorConfig, SocketAddr, Option<Socket
         .or(file.cache_mib)
         .map(|m| m * 1024 * 1024)
         .unwrap_or(c.cache_capacity);
+    c.snapshot_min_bytes = args
+        .snapshot_kib
+        .or(file.snapshot_kib)
+        .map(|k| k * 1024)
+        .unwrap_or(c.snapshot_min_bytes);
     c.max_url_bytes = args
         .max_url_bytes
         .or(file.max_url_bytes)

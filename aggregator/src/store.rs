@@ -303,6 +303,33 @@ impl CounterState {
 
     /// Applies one journal entry while loading.
     fn replay(&mut self, e: Entry<'_>) -> Result<(), CodecError> {
+        let bad = |detail: String| CodecError {
+            what: "journal entry",
+            detail,
+        };
+        // Ids are dense: one far beyond those in use is damage, not a reason to allocate.
+        let check = |id: u32, bound: usize| {
+            if id as usize > bound + (1 << 24) {
+                Err(bad(format!("id {id} is far beyond the {bound} in use")))
+            } else {
+                Ok(())
+            }
+        };
+        match &e {
+            Entry::Name { kind, id, .. } => {
+                let bound = match *kind {
+                    codec::ACTION_NAME if *id as usize > MAX_ACTION_TYPES => {
+                        return Err(bad(format!("action id {id} is beyond the limit")))
+                    }
+                    codec::TENANT_NAME => self.tenants.id_bound(),
+                    codec::SOURCE_NAME => self.sources.id_bound(),
+                    _ => self.actions.id_bound(),
+                };
+                check(*id, bound)?;
+            }
+            Entry::Key { id, .. } => check(*id, self.keys.id_bound())?,
+            Entry::Tally { .. } | Entry::Cutoff { .. } => {}
+        }
         match e {
             Entry::Name { kind, id, name } => {
                 let table = match kind {
@@ -333,6 +360,12 @@ impl CounterState {
                 source,
                 url,
             } => {
+                if self.keys.refs(id) > 0 {
+                    return Err(bad(format!(
+                        "key {id} is defined again while {} hours still count it",
+                        self.keys.refs(id)
+                    )));
+                }
                 if let Some([_, _, old]) = self.keys.remove_deferred(id) {
                     if self.urls.release(old) {
                         self.urls.remove(old);
@@ -653,17 +686,23 @@ impl CounterStore {
                 .map(|(_, b)| b.len())
                 .sum();
             if removed > 0 || state.seen.has_before(cutoff_hour) {
-                let (keys, urls) = state.expire(cutoff_hour);
-                state.free_ids(&keys, &urls);
+                // The cutoff is in the journal before memory forgets anything or an id is
+                // reused: a failed write changes nothing and the next run retries it.
                 let mut w = journal::Writer::default();
                 w.cutoff(cutoff_hour);
                 let mut batch = sled::Batch::default();
+                let mut seq = state.next_seq;
+                let mut bytes = 0;
                 for part in w.finish() {
-                    state.log_bytes += part.len() as u64;
-                    batch.insert(&codec::log_key(state.next_seq)[..], part);
-                    state.next_seq += 1;
+                    bytes += part.len() as u64;
+                    batch.insert(&codec::log_key(seq)[..], part);
+                    seq += 1;
                 }
                 self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
+                state.next_seq = seq;
+                state.log_bytes += bytes;
+                let (keys, urls) = state.expire(cutoff_hour);
+                state.free_ids(&keys, &urls);
             }
             removed
         };
@@ -702,15 +741,23 @@ impl CounterStore {
     /// the writer), when everything counted is in journal parts already written; write it with
     /// [`CounterStore::install`], which may run in the background.
     pub fn capture(&self) -> Snapshot {
-        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
-        let parts = state.snapshot_parts();
+        // Under the read lock: queries go on; the writer is here, and retention waits for the
+        // lock like any writer, so the parts and `through` describe one moment.
+        let (parts, generation, through) = {
+            let state = self.read();
+            (
+                state.snapshot_parts(),
+                state.snapshot.1 + 1,
+                state.next_seq.saturating_sub(1),
+            )
+        };
         let bytes: u64 = parts.iter().map(|p| p.len() as u64).sum();
-        let generation = state.snapshot.1 + 1;
+        let mut state = self.state.write().unwrap_or_else(|p| p.into_inner());
         state.snapshot = (bytes, generation);
         state.log_bytes = 0;
         Snapshot {
             generation,
-            through: state.next_seq.saturating_sub(1),
+            through,
             parts,
         }
     }
@@ -770,6 +817,11 @@ impl CounterStore {
                 .unwrap_or_else(|p| p.into_inner())
                 .advance_window(now_ms);
         }
+    }
+
+    /// The generation of the snapshot in force (0 before the first).
+    pub fn snapshot_generation(&self) -> u64 {
+        self.read().snapshot.1
     }
 
     /// Bytes sled uses on disk.

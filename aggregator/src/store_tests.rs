@@ -439,3 +439,45 @@ fn a_damaged_journal_is_a_clear_error() {
         .to_string();
     assert!(e.contains("corrupt journal part"), "{e}");
 }
+
+/// A journal naming an id far beyond any in use is refused as damage instead of allocating for
+/// it; so is a key defined again while hours still count it.
+#[test]
+fn damaged_ids_in_the_journal_are_refused() {
+    for (n, part) in [
+        (0, {
+            let mut w = journal::Writer::default();
+            w.key(4_000_000_000, 0, 0, "https://x/");
+            w.finish()
+        }),
+        (1, {
+            let mut w = journal::Writer::default();
+            w.name(codec::TENANT_NAME, 0, "");
+            w.name(codec::SOURCE_NAME, 0, "defender");
+            w.name(codec::ACTION_NAME, 0, "ClickAllowed");
+            w.key(0, 0, 0, "https://a/");
+            let mut t = crate::table::Tally::default();
+            t.add(0, false, 5);
+            w.tally(490_000, 0, &t);
+            w.key(0, 0, 0, "https://b/");
+            w.finish()
+        }),
+    ] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = CounterStore::open(dir.path(), 1 << 20).unwrap();
+            for (i, p) in part.iter().enumerate() {
+                store
+                    .tree
+                    .insert(&codec::log_key(1 + i as u64)[..], p.as_slice())
+                    .unwrap();
+            }
+            store.db.flush().unwrap();
+        }
+        let e = CounterStore::open(dir.path(), 1 << 20)
+            .unwrap_err()
+            .to_string();
+        let want = ["far beyond", "defined again"][n];
+        assert!(e.contains(want), "{e}");
+    }
+}

@@ -129,6 +129,13 @@ impl WindowTotals {
         if (from, to) == (self.from, self.to) {
             return;
         }
+        if from < self.from
+            && self.to > self.from
+            && buckets.range(from..self.from).next().is_none()
+        {
+            // Retention dropped those hours already: nothing to add back.
+            self.from = from;
+        }
         let forward = from >= self.from && to >= self.to && from <= self.to;
         if !forward || self.to <= self.from {
             self.rebuild(buckets, cols, from, to);

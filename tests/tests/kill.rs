@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 
 const FILES: usize = 4;
 const LINES: usize = 15_000;
+/// Aggregator flags: a snapshot every 64 KiB of journal.
+const SNAPSHOTS: &[&str] = &["--snapshot-kib", "64"];
 
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
@@ -80,6 +82,8 @@ struct Outcome {
     aggregator_kills: u32,
     collector_kills: u32,
     restarts: u32,
+    /// Snapshots written (the generation in force at the end).
+    snapshots: u64,
     elapsed: Duration,
 }
 
@@ -90,7 +94,8 @@ fn ingest(tmp: &Path, input: &Path, victim: Victim, kills: u32, rng: &mut Rng) -
     let data = tmp.join("data");
     let spool = tmp.join("spool");
     let log = tmp.join("collector.log");
-    let mut agg = spawn_aggregator(port, &data, &[]);
+    // Small snapshots, so that kills also land while one is being written.
+    let mut agg = spawn_aggregator(port, &data, SNAPSHOTS);
     let mut col = spawn_collector(port, &spool, input, &log);
     let (mut aggregator_kills, mut collector_kills, mut restarts) = (0, 0, 0);
     for _ in 0..kills {
@@ -107,7 +112,7 @@ fn ingest(tmp: &Path, input: &Path, victim: Victim, kills: u32, rng: &mut Rng) -
             kill9(&mut agg);
             aggregator_kills += 1;
             std::thread::sleep(Duration::from_millis(rng.below(300)));
-            agg = spawn_aggregator(port, &data, &[]);
+            agg = spawn_aggregator(port, &data, SNAPSHOTS);
         } else {
             kill9(&mut col);
             collector_kills += 1;
@@ -124,7 +129,11 @@ fn ingest(tmp: &Path, input: &Path, victim: Victim, kills: u32, rng: &mut Rng) -
     );
     let rows = summary(port);
     drop(agg);
+    let snapshots = clicktally_aggregator::store::CounterStore::open(&data, 1 << 20)
+        .expect("the data directory opens after the run")
+        .snapshot_generation();
     Outcome {
+        snapshots,
         rows,
         aggregator_kills,
         collector_kills,
@@ -155,10 +164,16 @@ fn counts_survive_kill_9_of_either_side() {
         "uninterrupted run differs from the generator (seed {seed}): {diff:#?}"
     );
     println!(
-        "kill test (seed {seed}): uninterrupted: {events} distinct events in {} lines, {} URLs, {:.1}s",
+        "kill test (seed {seed}): uninterrupted: {events} distinct events in {} lines, {} URLs, {} snapshots, {:.1}s",
         FILES * LINES,
         expected.len(),
+        baseline.snapshots,
         baseline.elapsed.as_secs_f64()
+    );
+    assert!(
+        baseline.snapshots >= 2,
+        "the journal should have been snapshotted (got generation {})",
+        baseline.snapshots
     );
 
     let mut total_kills = 0;
@@ -179,10 +194,11 @@ fn counts_survive_kill_9_of_either_side() {
             "{name}: Summary differs from the uninterrupted run (seed {seed})"
         );
         println!(
-            "kill test (seed {seed}): {name}: {events} events, {} aggregator kills, {} collector kills, {} restarts, {:.1}s; final counts equal the uninterrupted run: {} rows, {} clicks",
+            "kill test (seed {seed}): {name}: {events} events, {} aggregator kills, {} collector kills, {} restarts, {} snapshots, {:.1}s; final counts equal the uninterrupted run: {} rows, {} clicks",
             run.aggregator_kills,
             run.collector_kills,
             run.restarts,
+            run.snapshots,
             run.elapsed.as_secs_f64(),
             run.rows.len(),
             run.rows.iter().map(|r| r.total).sum::<u64>()
