@@ -116,11 +116,6 @@ impl Writer {
         encode_varint(u64::from(hour), &mut self.cur);
     }
 
-    /// True when nothing was appended.
-    pub fn is_empty(&self) -> bool {
-        self.parts.is_empty() && self.cur.is_empty()
-    }
-
     /// The parts, each at most about [`PART_BYTES`] (an entry is never split).
     pub fn finish(mut self) -> Vec<Vec<u8>> {
         if !self.cur.is_empty() {

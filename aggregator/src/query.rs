@@ -3,13 +3,14 @@
 use crate::clock::HOUR_MS;
 use crate::hosts::{domain_of, host_matches, host_of, normalise_rule};
 use crate::store::CounterState;
-use crate::table::{IdMap, KeyParts, Table};
+use crate::table::{IdHasher, IdMap, KeyParts, Table};
 use crate::totals::Nums;
 use clicktally_proto::v1::{
     ActionCount, GroupBy, HourCount, SourceCount, SummaryRequest, SummaryResponse, SummaryRow,
     UrlDetailRequest, UrlDetailResponse,
 };
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::hash::BuildHasherDefault;
 use thiserror::Error;
 
 /// The default window: the last 7 days.
@@ -110,6 +111,13 @@ pub fn hours_of_window(since_ms: i64, until_ms: i64) -> (i64, i64) {
     let first = since_ms.div_euclid(HOUR_MS) + i64::from(since_ms.rem_euclid(HOUR_MS) != 0);
     let end = until_ms.div_euclid(HOUR_MS) + i64::from(until_ms.rem_euclid(HOUR_MS) != 0);
     (first, end.max(first))
+}
+
+/// [`hours_of_window`] as the stored hour numbers (u32), clamped.
+pub fn stored_hours(since_ms: i64, until_ms: i64) -> (u32, u32) {
+    let (from, to) = hours_of_window(since_ms, until_ms);
+    let clamp = |h: i64| h.clamp(0, u32::MAX as i64) as u32;
+    (clamp(from), clamp(to))
 }
 
 /// Resolves the request's window against `now_ms`.
@@ -239,18 +247,14 @@ enum RowName {
 type Cand = (u64, u32);
 const MULTI: u32 = 1 << 31;
 
-/// Computes every row of `[since, until)` (hours starting inside it) with its order value,
-/// before ordering and paging; also returns the rows and clicks that exclusions hid.
+/// Computes every row of the hours `[from, to)` with its order value, before ordering and
+/// paging; also returns the rows and clicks that exclusions hid.
 fn collect_rows(
     state: &CounterState,
     filter: &Filter,
-    since_ms: i64,
-    until_ms: i64,
+    (from, to): (u32, u32),
     value: impl Fn(&Nums) -> u64,
 ) -> (Rows, u64, u64) {
-    let (from, to) = hours_of_window(since_ms, until_ms);
-    let from = from.clamp(0, u32::MAX as i64) as u32;
-    let to = to.clamp(0, u32::MAX as i64) as u32;
     let nothing = || Rows {
         multi: Vec::new(),
         cands: Vec::new(),
@@ -292,8 +296,8 @@ fn collect_rows(
     let mut cands: Vec<Cand> = Vec::new();
     let mut merged: IdMap<(Vec<u32>, Nums)> = IdMap::default();
     let mut groups: HashMap<String, (Vec<u32>, Nums)> = HashMap::new();
-    let mut hidden_urls: IdMap<()> = IdMap::default();
-    let mut hidden_groups: HashMap<String, ()> = HashMap::new();
+    let mut hidden_urls: HashSet<u32, BuildHasherDefault<IdHasher>> = HashSet::default();
+    let mut hidden_groups: HashSet<String> = HashSet::new();
     let mut hidden_clicks = 0;
     let simple = filter.group_by == GroupBy::Url
         && filter.url_contains.is_empty()
@@ -320,13 +324,9 @@ fn collect_rows(
             Verdict::Excluded => {
                 hidden_clicks += n.total;
                 match group {
-                    Some(g) => {
-                        hidden_groups.insert(g, ());
-                    }
-                    None => {
-                        hidden_urls.insert(u, ());
-                    }
-                }
+                    Some(g) => hidden_groups.insert(g),
+                    None => hidden_urls.insert(u),
+                };
             }
             Verdict::Shown => match group {
                 Some(g) => {
@@ -467,8 +467,8 @@ pub fn summarize(
             !v
         }
     };
-    let (mut rows, excluded_rows, excluded_clicks) =
-        collect_rows(state, filter, since, until, value);
+    let hours = stored_hours(since, until);
+    let (mut rows, excluded_rows, excluded_clicks) = collect_rows(state, filter, hours, value);
     let mut cands = std::mem::take(&mut rows.cands);
     let names_descending = column == Column::Key && !ascending;
     let cmp = |a: &Cand, b: &Cand| {
@@ -493,11 +493,7 @@ pub fn summarize(
         cands.truncate(end);
     }
     cands.sort_unstable_by(cmp);
-    let (from, to) = hours_of_window(since, until);
-    let (from, to) = (
-        from.clamp(0, u32::MAX as i64) as u32,
-        to.clamp(0, u32::MAX as i64) as u32,
-    );
+    let (from, to) = hours;
     let page: Vec<SummaryRow> = cands[offset.min(end)..end]
         .iter()
         .map(|(_, c)| {
@@ -542,9 +538,7 @@ pub fn url_detail(
         ..Default::default()
     };
     let (since, until) = window(&window_req, now_ms)?;
-    let (from, to) = hours_of_window(since, until);
-    let from = from.clamp(0, u32::MAX as i64) as u32;
-    let to = to.clamp(0, u32::MAX as i64) as u32;
+    let (from, to) = stored_hours(since, until);
     let tenant = tenant.map(|t| state.tenants.find(t).unwrap_or(u32::MAX));
     let keys: Vec<u32> = if req.by_host {
         let rule = normalise_rule(&req.url);

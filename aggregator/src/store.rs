@@ -192,11 +192,6 @@ impl CounterState {
         ]
     }
 
-    /// Counter entries (URL x tenant x source x hour) held.
-    pub fn counter_entries(&self) -> usize {
-        self.buckets.values().map(|b| b.len()).sum()
-    }
-
     /// Moves the pre-aggregated window to the default window at `now_ms`.
     pub fn advance_window(&mut self, now_ms: i64) {
         let (from, to) = default_hours(now_ms);
@@ -227,11 +222,7 @@ impl CounterState {
             Some(a) => a,
             None => {
                 let a = intern_name(&mut self.actions, &ev.action_type, codec::ACTION_NAME, dict);
-                if self.action_cols.len() <= a as usize {
-                    self.action_cols
-                        .resize(a as usize + 1, SeedColumns::default());
-                }
-                self.action_cols[a as usize] = classify(&ev.action_type);
+                self.classify_action(a, &ev.action_type);
                 a
             }
         };
@@ -266,6 +257,28 @@ impl CounterState {
                 .add_one(key, &Nums::of(&one, hour, &self.action_cols));
         }
         key
+    }
+
+    /// Records the seed columns of action `id`.
+    fn classify_action(&mut self, id: u32, name: &str) {
+        let i = id as usize;
+        if self.action_cols.len() <= i {
+            self.action_cols.resize(i + 1, SeedColumns::default());
+        }
+        self.action_cols[i] = classify(name);
+    }
+
+    /// Adds a journal record's parts to `batch` under the next sequence numbers, without
+    /// taking them: returns the next sequence after them and their bytes, for the caller to
+    /// record once the batch is written (or at once, when it is committed later).
+    fn journal_into(&self, record: journal::Writer, batch: &mut sled::Batch) -> (u64, u64) {
+        let (mut seq, mut bytes) = (self.next_seq, 0);
+        for part in record.finish() {
+            bytes += part.len() as u64;
+            batch.insert(&codec::log_key(seq)[..], part);
+            seq += 1;
+        }
+        (seq, bytes)
     }
 
     /// Forgets the hours before `cutoff` in memory; returns the key and URL ids no counter
@@ -336,11 +349,7 @@ impl CounterState {
                     codec::TENANT_NAME => &mut self.tenants,
                     codec::SOURCE_NAME => &mut self.sources,
                     codec::ACTION_NAME => {
-                        if self.action_cols.len() <= id as usize {
-                            self.action_cols
-                                .resize(id as usize + 1, SeedColumns::default());
-                        }
-                        self.action_cols[id as usize] = classify(name);
+                        self.classify_action(id, name);
                         &mut self.actions
                     }
                     k => {
@@ -429,12 +438,7 @@ impl CounterState {
 
 /// The hours of the default window (the last 7 days) at `now_ms`.
 pub fn default_hours(now_ms: i64) -> (u32, u32) {
-    let (from, to) =
-        crate::query::hours_of_window(now_ms - crate::query::DEFAULT_WINDOW_MS, now_ms);
-    (
-        from.clamp(0, u32::MAX as i64) as u32,
-        to.clamp(0, u32::MAX as i64) as u32,
-    )
+    crate::query::stored_hours(now_ms - crate::query::DEFAULT_WINDOW_MS, now_ms)
 }
 
 fn intern_name(
@@ -620,11 +624,9 @@ impl CounterStore {
                 dict.tally(*hour, *key, t);
             }
         }
-        for part in dict.finish() {
-            state.log_bytes += part.len() as u64;
-            sled_batch.insert(&codec::log_key(state.next_seq)[..], part);
-            state.next_seq += 1;
-        }
+        let (next_seq, bytes) = state.journal_into(dict, &mut sled_batch);
+        state.next_seq = next_seq;
+        state.log_bytes += bytes;
         if !new_digests.is_empty() {
             let commit = state.next_commit;
             state.next_commit += 1;
@@ -691,13 +693,7 @@ impl CounterStore {
                 let mut w = journal::Writer::default();
                 w.cutoff(cutoff_hour);
                 let mut batch = sled::Batch::default();
-                let mut seq = state.next_seq;
-                let mut bytes = 0;
-                for part in w.finish() {
-                    bytes += part.len() as u64;
-                    batch.insert(&codec::log_key(seq)[..], part);
-                    seq += 1;
-                }
+                let (seq, bytes) = state.journal_into(w, &mut batch);
                 self.tree.apply_batch(batch).map_err(|e| self.err(e))?;
                 state.next_seq = seq;
                 state.log_bytes += bytes;
