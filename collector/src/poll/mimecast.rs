@@ -4,7 +4,7 @@
 //! `meta.pagination.next` page tokens. The checkpoint (window and page token) moves with every
 //! page, so a restart resumes at the page it stopped on.
 
-use super::{fetched, pause, send, Backoff, Fetched};
+use super::{fetched, pause, retry, send, Backoff, Fetched};
 use crate::error::CollectorError;
 use crate::record::FieldLimits;
 use crate::secret::Secret;
@@ -16,6 +16,9 @@ use serde_json::json;
 use std::time::Duration;
 use tokio::time::Instant;
 use tracing::{info, warn};
+
+/// The poller kind, in messages.
+const KIND: &str = "mimecast-api";
 
 /// How one Mimecast poller runs.
 #[derive(Debug, Clone)]
@@ -175,7 +178,7 @@ pub async fn run(
             match token(&client, &config, &sink).await {
                 Ok(b) => bearer = Some(b),
                 Err(failure) => {
-                    if !retry(&config, &sink, &mut backoff, failure, once).await? {
+                    if !retry(KIND, &config.name, &sink, &mut backoff, failure, once).await? {
                         return Ok(());
                     }
                     continue;
@@ -216,7 +219,8 @@ pub async fn run(
                     // Only failures (`fail`, an unreadable body): retry rather than skip the window.
                     let why = parsed.dead[0].reason.clone();
                     if !retry(
-                        &config,
+                        KIND,
+                        &config.name,
                         &sink,
                         &mut backoff,
                         Fetched::Retry(None, why),
@@ -241,7 +245,7 @@ pub async fn run(
                 continue;
             }
             failure => {
-                if !retry(&config, &sink, &mut backoff, failure, once).await? {
+                if !retry(KIND, &config.name, &sink, &mut backoff, failure, once).await? {
                     return Ok(());
                 }
                 continue;
@@ -265,31 +269,4 @@ pub async fn run(
             return Ok(());
         }
     }
-}
-
-/// Waits after a failed request; false on shutdown.
-///
-/// # Errors
-/// With `once`, refused credentials.
-async fn retry(
-    config: &ApiConfig,
-    sink: &Sink,
-    backoff: &mut Backoff,
-    failure: Fetched,
-    once: bool,
-) -> Result<bool, CollectorError> {
-    let (wait, why) = match failure {
-        Fetched::Retry(wait, why) => (wait, why),
-        Fetched::Refused(why) if once => {
-            return Err(CollectorError::Input(format!(
-                "mimecast-api {}: credentials refused ({why})",
-                config.name
-            )));
-        }
-        Fetched::Refused(why) => (None, why),
-        Fetched::Body(_) | Fetched::Empty => (None, "unexpected response".into()),
-    };
-    let d = backoff.next(wait);
-    warn!(poller = %config.name, cause = %why, retry_in = ?d, "mimecast-api poll failed");
-    Ok(pause(sink, d).await)
 }

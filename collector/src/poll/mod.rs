@@ -5,6 +5,7 @@
 use crate::error::CollectorError;
 use crate::sink::Sink;
 use std::time::Duration;
+use tracing::warn;
 
 pub mod mimecast;
 pub mod proofpoint;
@@ -93,6 +94,34 @@ pub async fn pause(sink: &Sink, d: Duration) -> bool {
         _ = tokio::time::sleep(d) => true,
         _ = sink.shutdown.cancelled() => false,
     }
+}
+
+/// Waits after a failed request of poller `name` (of kind `kind`, for messages); false on
+/// shutdown.
+///
+/// # Errors
+/// With `once`, refused credentials.
+pub async fn retry(
+    kind: &str,
+    name: &str,
+    sink: &Sink,
+    backoff: &mut Backoff,
+    failure: Fetched,
+    once: bool,
+) -> Result<bool, CollectorError> {
+    let (wait, why) = match failure {
+        Fetched::Retry(wait, why) => (wait, why),
+        Fetched::Refused(why) if once => {
+            return Err(CollectorError::Input(format!(
+                "{kind} {name}: credentials refused ({why})"
+            )));
+        }
+        Fetched::Refused(why) => (None, format!("credentials refused ({why})")),
+        Fetched::Body(_) | Fetched::Empty => (None, "unexpected response".into()),
+    };
+    let d = backoff.next(wait);
+    warn!(poller = %name, kind, cause = %why, retry_in = ?d, "poll failed");
+    Ok(pause(sink, d).await)
 }
 
 /// Sends a request unless shutdown comes first (`None`): a slow or hanging API never holds

@@ -5,7 +5,7 @@
 //! `queryEndTime` kept as the checkpoint. Repeats from the overlap carry the same `id` and are
 //! counted once by the aggregator.
 
-use super::{fetched, pause, rfc3339, send, Backoff, Fetched};
+use super::{fetched, pause, retry, rfc3339, send, Backoff, Fetched};
 use crate::error::CollectorError;
 use crate::record::FieldLimits;
 use crate::secret::Secret;
@@ -13,7 +13,10 @@ use crate::sink::{Committed, Parsed, Sink};
 use crate::sources::{proofpoint, SourceKind};
 use crate::time::{now_ms, parse_time_ms};
 use std::time::Duration;
-use tracing::{info, warn};
+use tracing::info;
+
+/// The poller kind, in messages.
+const KIND: &str = "proofpoint-tap";
 
 /// The API serves the last 7 days only.
 const MAX_AGE_MS: i64 = 7 * 24 * 3_600_000 - 60_000;
@@ -119,24 +122,8 @@ pub async fn run(
                     .unwrap_or(end)
             }
             Fetched::Empty => end,
-            Fetched::Retry(wait, why) => {
-                let d = backoff.next(wait);
-                warn!(poller = %config.name, cause = %why, retry_in = ?d, "proofpoint-tap poll failed");
-                if !pause(&sink, d).await {
-                    return Ok(());
-                }
-                continue;
-            }
-            Fetched::Refused(why) => {
-                if once {
-                    return Err(CollectorError::Input(format!(
-                        "proofpoint-tap {}: credentials refused ({why})",
-                        config.name
-                    )));
-                }
-                let d = backoff.next(None);
-                warn!(poller = %config.name, cause = %why, retry_in = ?d, "proofpoint-tap credentials refused");
-                if !pause(&sink, d).await {
+            failure => {
+                if !retry(KIND, &config.name, &sink, &mut backoff, failure, once).await? {
                     return Ok(());
                 }
                 continue;
